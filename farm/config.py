@@ -1,0 +1,208 @@
+"""Configs: a dataclass is the schema (a docstring per field), YAML holds overrides, `key=value` wins.
+
+Unknown keys and wrong types are errors that name the key (and the file). Nested dataclasses are addressed
+with dots on the command line: `ppo.lr=1e-5`. Values on the command line are parsed as YAML scalars
+(`true`, `3`, `1e-5`, `[1, 2]`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from farm.errors import FarmError
+
+T = TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check/convert `value` against the annotation `tp`; raise FarmError naming `key`."""
+    origin = get_origin(tp)
+
+    def bad(extra: str = "") -> FarmError:
+        return FarmError(f"expected {_type_name(tp)}, got {type(value).__name__} {value!r:.80}{extra}",
+                         file=source, field=key)
+
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key, source)
+            except FarmError as e:
+                errors.append(e)
+        raise bad()
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise FarmError(f"must be one of {list(get_args(tp))}, got {value!r}", file=source, field=key)
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise bad()
+        return from_dict(tp, value, source=source, prefix=key + ".")
+    if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        (inner,) = get_args(tp)[:1] or (Any,)
+        items = [_coerce(v, inner, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return tuple(items) if (origin is tuple or tp is tuple) else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise bad()
+        args = get_args(tp)
+        if args:
+            return {k: _coerce(v, args[1], f"{key}.{k}", source) for k, v in value.items()}
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad()
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 1e-5 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad() from None
+        raise bad()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad()
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise bad()
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], source: str = "<config>", prefix: str = "") -> T:
+    """Build dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise FarmError(f"expected a mapping for {cls.__name__}, got {type(data).__name__}", file=source)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        import difflib
+
+        k = unknown[0]
+        close = difflib.get_close_matches(str(k), list(fields), n=1)
+        raise FarmError(
+            f"unknown config key for {cls.__name__}", file=source, field=prefix + str(k),
+            hint=(f"did you mean '{prefix}{close[0]}'?" if close else f"known keys: {', '.join(fields)}"),
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k, source) for k, v in data.items()}
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise FarmError(f"missing required config key for {cls.__name__}", file=source, field=prefix + missing[0])
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:  # __post_init__ validation
+        if isinstance(e, FarmError):
+            raise
+        raise FarmError(str(e), file=source) from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`["a=1", "b.c=x"]` → `{"a": 1, "b": {"c": "x"}}` (values parsed as YAML).
+
+    >>> parse_overrides(["lr=1e-5", "ppo.epochs=2", "name=run a", "flag=true"])
+    {'lr': '1e-5', 'ppo': {'epochs': 2}, 'name': 'run a', 'flag': True}
+    """
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise FarmError(f"override {item!r} is not key=value", field=item)
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise FarmError("conflicting overrides", field=key)
+        node[parts[-1]] = value
+    return out
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise FarmError("config file not found", file=path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise FarmError(f"malformed YAML: {getattr(e, 'problem', e)}", file=path,
+                        line=(mark.line + 1) if mark else None) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise FarmError(f"expected a mapping at the top level, got {type(data).__name__}", file=path)
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> T:
+    """Defaults of `cls` ← `base` ← YAML file ← `key=value` overrides."""
+    data: dict[str, Any] = dict(base or {})
+    source = "<defaults>"
+    if path is not None:
+        data = deep_merge(data, read_yaml(path))
+        source = str(path)
+    if overrides:
+        data = deep_merge(data, parse_overrides(overrides))
+        source = f"{source} + command line" if path else "command line"
+    return from_dict(cls, data, source=source)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    from farm.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
