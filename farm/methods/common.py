@@ -138,14 +138,19 @@ def tokenize_sft(tokenizer, records: Sequence[dict], max_len: int = 512, style: 
 
 
 def sequence_rewards(model, input_ids, attention_mask):
-    """Scalar model output at the LAST REAL token of each right- or left-padded row. (B, T) → (B,) fp32."""
-    import torch
+    """Scalar model output at the LAST REAL token of each row (per the attention mask). (B, T) → (B,) fp32.
 
-    from farm.methods.maths import last_token_index
-    from farm.models.loading import scalar_values
+    Goes through the model's own forward (so a DDP-wrapped model syncs its gradients), whose pooling picks the
+    last non-pad token; we check that this is the last real token of every row (pad ≠ eos, no pad inside)."""
+    from farm.methods.maths import last_token_index, position_ids_from_mask
 
-    values = scalar_values(model, input_ids, attention_mask)  # (B, T)
-    return values[torch.arange(values.shape[0], device=values.device), last_token_index(attention_mask)]
+    pad = getattr(model, "module", model).config.pad_token_id
+    if not (last_token_index(input_ids != pad) == last_token_index(attention_mask)).all():
+        raise ValueError("a row's last non-pad token is not its last real token (pad == eos, or a pad token "
+                         "inside the text?)")
+    out = model(input_ids=input_ids, attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask))
+    return out.logits.squeeze(-1).float()  # (B,)
 
 
 # ----- scorers: (records, responses) → one float each -----
@@ -443,3 +448,18 @@ def write_metrics(out_dir: PathLike, metrics: dict[str, Any]) -> Path:
     path = Path(out_dir) / "metrics.json"
     atomic_write_text(path, json.dumps(plain, indent=2, default=str))
     return path
+
+
+def finish_run(out_dir: PathLike, result: dict, tokenizer, extra: dict[str, Any]) -> dict[str, Any]:
+    """After `fit`: on the main process save out_dir/model (atomic) and out_dir/metrics.json, once training has
+    reached its last step (a run stopped early by stop_at_step only leaves its checkpoint)."""
+    from accelerate import PartialState
+
+    from farm.models.loading import save_model
+
+    metrics = {k: v for k, v in result.items() if k != "model"}
+    metrics.update(extra)
+    if result["finished"] and PartialState().is_main_process:
+        metrics["model_dir"] = str(save_model(result["model"], tokenizer, Path(out_dir) / "model"))
+        write_metrics(out_dir, metrics)
+    return metrics
