@@ -1,0 +1,77 @@
+"""Anthropic messages through the official `anthropic` client (async).
+
+Environment, as the official client reads it: ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN), ANTHROPIC_BASE_URL;
+`base_url` / `api_key_env` in the judge config take precedence. No logprobs: use a text parser.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from farm.annotators.backends import classify_error
+from farm.annotators.config import JudgeConfig
+from farm.annotators.parsers import Completion
+from farm.annotators.retry import TransientError
+from farm.errors import FarmError
+
+_KEY_HINT = "set ANTHROPIC_API_KEY or api_key_env in the judge config"
+
+
+class AnthropicMessages:
+    max_concurrency = None
+
+    def __init__(self, config: JudgeConfig, folder: Path):
+        if config.top_logprobs:
+            raise FarmError("the anthropic backend returns no logprobs", field="top_logprobs",
+                            hint="use parser: output_ab, final_verdict or ranking_json")
+        if config.max_tokens is None:
+            raise FarmError("the anthropic messages API needs max_tokens", field="max_tokens")
+        self.config = config
+        self.client = None
+
+    async def __aenter__(self) -> AnthropicMessages:
+        import anthropic
+
+        key = None
+        if self.config.api_key_env:
+            key = os.environ.get(self.config.api_key_env)
+            if not key:
+                raise FarmError(f"environment variable {self.config.api_key_env} is empty or not set",
+                                field="api_key_env")
+        try:
+            self.client = anthropic.AsyncAnthropic(api_key=key, base_url=self.config.base_url,
+                                                   timeout=self.config.timeout, max_retries=0)
+        except anthropic.AnthropicError as e:
+            raise FarmError(f"cannot create the Anthropic client: {e}", hint=_KEY_HINT) from None
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+
+    async def complete(self, system: str | None, prompt: str) -> Completion:
+        import anthropic
+
+        c = self.config
+        kwargs = dict(c.decoding)
+        if system:
+            kwargs["system"] = system
+        try:
+            r = await self.client.messages.create(model=c.model, max_tokens=c.max_tokens, temperature=c.temperature,
+                                                  messages=[{"role": "user", "content": prompt}], **kwargs)
+        except TypeError as e:
+            raise FarmError(f"the anthropic client rejected an argument: {e}", field="decoding") from None
+        except Exception as e:
+            raise classify_error(e, anthropic, _KEY_HINT) from None
+        texts = [b.text for b in (r.content or []) if getattr(b, "type", "") == "text"]
+        if not texts:
+            raise TransientError("response has no text content")
+        usage = getattr(r, "usage", None)
+        return Completion(
+            text="".join(texts),
+            input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
+            output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
+            meta={"finish_reason": getattr(r, "stop_reason", None)},
+        )
