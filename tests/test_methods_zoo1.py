@@ -280,3 +280,30 @@ def test_two_cpu_processes_give_the_same_update_as_one(tiny, tmp_path):
     init = load_causal_lm(tiny, device="cpu")[0].state_dict()
     assert any(not torch.equal(one[k].float(), init[k]) for k in one)  # two SGD steps moved the weights
     _assert_same(one, two, atol=1e-9)
+
+
+# ----- the command line -----
+
+def test_farm_train_cli_runs_sft_reward_and_best_of_n_from_files(tiny, tmp_path, capsys):
+    from farm.cli import main
+    from farm.io import read_model_outputs, write_records
+    from farm.models.loading import is_complete_checkpoint
+
+    write_records(tmp_path / "sft.jsonl", RECORDS[:16])
+    write_records(tmp_path / "prefs.jsonl", [{"instruction": p["instruction"], "output_1": p["rejected"],
+                                              "output_2": p["chosen"], "p_output_2": 1.0} for p in PREFS[:40]])
+    (tmp_path / "sft.yaml").write_text(f"policy: {tiny}\ndata: {tmp_path / 'sft.jsonl'}\noutput_dir: {tmp_path / 'sft'}\n"
+                                       "train:\n  per_device_batch_size: 8\n  max_steps: 2\n")
+    assert main(["train", "sft", "--config", str(tmp_path / "sft.yaml"), "train.lr=1e-3", "train.progress=false"]) == 0
+    assert is_complete_checkpoint(tmp_path / "sft" / "model")
+    assert json.loads((tmp_path / "sft" / "metrics.json").read_text())["steps"] == 2
+    assert main(["train", "reward", f"policy={tmp_path / 'sft' / 'model'}", f"data={tmp_path / 'prefs.jsonl'}",
+                 f"output_dir={tmp_path / 'rm'}", "train.per_device_batch_size=8", "train.progress=false",
+                 "max_len=64"]) == 0
+    metrics = json.loads((tmp_path / "rm" / "metrics.json").read_text())
+    assert metrics["heldout"]["n"] == 4 and metrics["n_train_pairs"] == 36
+    assert main(["train", "best_of_n", f"policy={tmp_path / 'sft' / 'model'}", f"prompts={tmp_path / 'sft.jsonl'}",
+                 f"reward_model={tmp_path / 'rm' / 'model'}", f"output_dir={tmp_path / 'bon'}", "n=2",
+                 "max_new_tokens=6", "device=cpu"]) == 0
+    assert len(read_model_outputs(tmp_path / "bon" / "model_outputs.json")) == 16
+    assert main(["train", "sft", "polcy=x"]) == 2 and "did you mean 'policy'" in capsys.readouterr().err
