@@ -12,8 +12,8 @@ With `logprobs` requested, P(b) = len(b) / (len(a) + len(b)) is returned in `top
 Faults are queued (`server.faults.append("429")`) and consumed one per request, or decided per request by
 `server.fault_rule(index, body) -> fault | None`. A fault is a string or a (string, arg) tuple:
 
-    "429" / ("429", {"Retry-After": "1"})   rate limited, optional headers
-    "500", "503"                            server errors
+    "429" / ("429", {"Retry-After": "1"})   an HTTP error status (any: "500", "503", "401", "400"...),
+                                            with optional headers
     "reset"                                  close the connection without answering (a connection reset)
     "malformed"                              200 with a body that is not JSON
     "truncated"                              200 whose body stops half way (Content-Length promises more)
@@ -206,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(self.srv.latency)
         if name == "slow":
             time.sleep(float(arg))
-        if name in ("429", "500", "503"):
+        if isinstance(name, str) and name.isdigit():  # any HTTP error status
             headers = dict(arg or {})
             return self._send(int(name), {"error": {"message": f"injected {name}", "type": "server_error"}},
                               headers)

@@ -194,6 +194,7 @@ class LLMJudge:
         raw = [""] * len(chunk)
         price, n_in, n_out = [0.0] * len(chunk), [0] * len(chunk), [0] * len(chunk)
         pending = list(range(len(chunk)))
+        extra: list[dict] = [{} for _ in chunk]  # the backend's notes (finish_reason, truncation)
         error = None
         attempts = 0
         for attempt in range(1 + c.max_parse_retries):
@@ -218,6 +219,7 @@ class LLMJudge:
                 n_in[i] += completion.input_tokens // len(pending)
                 n_out[i] += completion.output_tokens // len(pending)
                 raw[i] = text
+                extra[i] = completion.meta
                 if parsed[j] is not None:
                     prefs[i] = float(parsed[j])
             pending = [i for i in pending if i not in prefs]
@@ -228,7 +230,7 @@ class LLMJudge:
         ctx.count(failed=len(failed))
         out = []
         for i in range(len(chunk)):
-            meta = {"attempts": attempts} | ({"error": error} if i in failed else {})
+            meta = {**extra[i], "attempts": attempts} | ({"error": error} if i in failed else {})
             verdict = Verdict(prefs.get(i), raw[i] or (error if i in failed else ""), n_in[i], n_out[i], price[i],
                               seconds, meta)
             out.append((verdict, i not in failed))

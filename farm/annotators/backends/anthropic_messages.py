@@ -2,6 +2,8 @@
 
 Environment, as the official client reads it: ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN), ANTHROPIC_BASE_URL;
 `base_url` / `api_key_env` in the judge config take precedence. No logprobs: use a text parser.
+The current messages API (anthropic 2.x) has no `temperature`: the config's temperature is not sent; anything
+an endpoint accepts beyond the client's arguments goes in `decoding: {extra_body: {...}}`.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class AnthropicMessages:
         if system:
             kwargs["system"] = system
         try:
-            r = await self.client.messages.create(model=c.model, max_tokens=c.max_tokens, temperature=c.temperature,
+            r = await self.client.messages.create(model=c.model, max_tokens=c.max_tokens,
                                                   messages=[{"role": "user", "content": prompt}], **kwargs)
         except TypeError as e:
             raise FarmError(f"the anthropic client rejected an argument: {e}", field="decoding") from None
