@@ -279,3 +279,17 @@ def test_rloo_kl_as_loss_and_several_epochs_run(tiny):
     assert len(hist) == 2 and all(math.isfinite(h["loss"]) for h in hist)
     with pytest.raises(ValueError, match="k must be"):
         rloo.Config(k=1)
+
+
+@pytest.mark.parametrize("method", ["dpo", "ppo", "rloo"])
+def test_shipped_configs_load_and_open_with_their_command(method):
+    from pathlib import Path
+
+    from farm.config import load_config
+    from farm.methods import load_method
+
+    path = Path(__file__).parent.parent / "configs" / f"train_{method}.yaml"
+    assert path.read_text().splitlines()[0].startswith(f"# farm train {method} --config {path.name}".replace(
+        path.name, f"configs/{path.name}"))
+    cfg = load_config(load_method(method).Config, path)
+    assert cfg.output_dir == f"runs/{method}"
