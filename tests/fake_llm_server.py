@@ -173,6 +173,16 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # quiet
         pass
 
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        """GET /stats: requests seen and the most in flight at once (then reset), for benchmarks."""
+        if self.path.split("?")[0] != "/stats":
+            return self._send(404, {"error": {"message": "no route", "type": "not_found"}})
+        with self.srv._lock:
+            stats = {"requests": len(self.srv.requests), "max_in_flight": self.srv.max_in_flight}
+            self.srv.requests.clear()
+            self.srv.max_in_flight = 0
+        return self._send(200, stats)
+
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         started = time.monotonic()
         length = int(self.headers.get("Content-Length") or 0)
