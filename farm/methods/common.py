@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -294,6 +295,14 @@ def make_accelerator(tc: TrainConfig):
     return Accelerator(cpu=pick_device(tc.device) == "cpu")
 
 
+def weights_dtype(tc: TrainConfig) -> str:
+    """The dtype name to load weights in for `tc.device`: load on CPU in it, and let `fit` move the model (so
+    every process of a multi-GPU launch does not first land on cuda:0)."""
+    from farm.models.loading import pick_device, pick_dtype
+
+    return str(pick_dtype(tc.dtype, pick_device(tc.device))).removeprefix("torch.")
+
+
 class NonFiniteLossError(FarmError):
     """The loss became NaN/inf: training stops rather than writing a broken model."""
 
@@ -389,7 +398,8 @@ def fit(model, tokenizer, examples: Sequence, make_batch: Callable[[list], tuple
     def order(epoch: int) -> np.ndarray:  # the same on every process; a function of the seed only
         return np.random.default_rng(stable_seed(tc.seed, "data", epoch)).permutation(len(examples))
 
-    bar = tqdm(range(start, total), desc=desc, disable=not (tc.progress and acc.is_local_main_process), leave=False)
+    show = tc.progress and acc.is_local_main_process and sys.stderr.isatty()
+    bar = tqdm(range(start, total), desc=desc, disable=not show, leave=False)
     for step in bar:
         t0 = time.time()
         epoch, k = divmod(step, steps_per_epoch)

@@ -25,6 +25,7 @@ from farm.methods.common import (
     read_preferences,
     sequence_rewards,
     tokenize_sft,
+    weights_dtype,
 )
 
 
@@ -146,7 +147,7 @@ def run(cfg: Config) -> dict[str, Any]:
         train, heldout = split_heldout(triples, cfg.eval_fraction, cfg.train.seed)
     if cfg.max_eval:
         heldout = heldout[:cfg.max_eval]
-    model, tok = load_scalar_model(cfg.policy, device="cpu", dtype=cfg.train.dtype)
+    model, tok = load_scalar_model(cfg.policy, device="cpu", dtype=weights_dtype(cfg.train))
     result = train_reward_model(model, tok, train, cfg.train, max_len=cfg.max_len, style=cfg.style,
                                 margin=cfg.margin, center_coef=cfg.center_coef, out_dir=cfg.output_dir)
     extra: dict[str, Any] = {"n_train_pairs": len(train)}

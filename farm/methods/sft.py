@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from farm.methods.common import IGNORE_INDEX, TrainConfig, finish_run, fit, read_instructions, tokenize_sft
+from farm.methods.common import (
+    IGNORE_INDEX,
+    TrainConfig,
+    finish_run,
+    fit,
+    read_instructions,
+    tokenize_sft,
+    weights_dtype,
+)
 
 
 @dataclass
@@ -70,7 +78,7 @@ def run(cfg: Config) -> dict[str, Any]:
     from farm.models.loading import load_causal_lm
 
     records = read_instructions(cfg.data, need_output=True)
-    model, tok = load_causal_lm(cfg.policy, device="cpu", dtype=cfg.train.dtype)
+    model, tok = load_causal_lm(cfg.policy, device="cpu", dtype=weights_dtype(cfg.train))
     result = train_sft(model, tok, records, cfg.train, max_len=cfg.max_len, style=cfg.style,
                        out_dir=cfg.output_dir)
     return finish_run(cfg.output_dir, result, tok, {"n_examples": len(records)})
