@@ -213,6 +213,10 @@ def test_missing_key_and_custom_key_variable(server, monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL")
     with pytest.raises(FarmError, match="OPENAI_API_KEY"):
         annotate_pairs(make_pairs(1), judge("gpt4o_mini_basic"), progress=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    with pytest.raises(FarmError, match="ANTHROPIC_API_KEY"):
+        annotate_pairs(make_pairs(1), judge("claude_haiku_basic"), progress=False)
+    assert not server.requests
     monkeypatch.setenv("MY_JUDGE_KEY", "sk-other-PLANTED-999999")
     annotate_pairs(make_pairs(1), judge("gpt4o_mini_basic", api_key_env="MY_JUDGE_KEY",
                                         base_url=server.openai_base_url), progress=False)

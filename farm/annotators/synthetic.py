@@ -35,7 +35,7 @@ import numpy as np
 
 from farm.annotators.noise import flip
 from farm.errors import FarmError
-from farm.types import Annotation, Annotator, Pair, pair_rng
+from farm.types import Annotation, Annotator, Pair, pair_rng, stable_seed
 
 QualityFn = Callable[[str, str, str], dict]  # (instruction, input, output) → {"quality", "core_score", "fillers"}
 
@@ -198,7 +198,10 @@ class SyntheticPool:
         return json.dumps({"pool": self.name, "members": [m.identity() for m in self.members]})
 
     def annotate(self, pairs: Sequence[Pair], seed: int = 0) -> list[Annotation]:
-        which = [int(pair_rng(seed, p, f"{self.name}:member").integers(len(self.members))) for p in pairs]
+        # the draw depends on the members, not the pool's name: a flipped training pool and the evaluation
+        # pool over the same members pick the same member for a pair
+        salt = f"pool:{stable_seed(*(m.identity() for m in self.members))}"
+        which = [int(pair_rng(seed, p, salt).integers(len(self.members))) for p in pairs]
         out: list[Annotation | None] = [None] * len(pairs)
         for k, member in enumerate(self.members):
             idx = [i for i, w in enumerate(which) if w == k]
@@ -223,8 +226,7 @@ def make_annotator(name: str, quality_fn: QualityFn, seed: int = 0, **overrides)
     if name in ("gold", "longest"):
         return RuleJudge(name, quality_fn)
     if name in ("alpacafarm_pool", "eval_pool"):
-        pool = SyntheticPool("eval_pool" if name == "eval_pool" else "alpacafarm_pool_members",
-                             pool_members(quality_fn))
+        pool = SyntheticPool(name, pool_members(quality_fn))
         return pool if name == "eval_pool" else flip(pool, TRAIN_FLIP)
     if name not in PRESETS:
         raise FarmError(f"unknown simulated annotator '{name}'", field="preset",

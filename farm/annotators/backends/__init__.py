@@ -54,17 +54,24 @@ def resolve_api_key(config: JudgeConfig, default_env: str, base_url_env: str) ->
     or backend openai_compatible) may need no key: vLLM and Ollama accept any, so "EMPTY" is sent.
     """
     if config.api_key_env:
-        key = os.environ.get(config.api_key_env)
-        if not key:
-            raise FarmError(f"environment variable {config.api_key_env} is empty or not set",
-                            field="api_key_env", hint=f"export {config.api_key_env}=... before running")
-        return key
+        return key_from_named_variable(config)
     if os.environ.get(default_env):
         return None
     if config.base_url or os.environ.get(base_url_env) or config.backend == "openai_compatible":
         return "EMPTY"
     raise FarmError(f"no API key: set {default_env} (or name another variable with api_key_env in the judge's "
                     f"config.yaml)", field="api_key_env")
+
+
+def key_from_named_variable(config: JudgeConfig) -> str | None:
+    """The value of the variable named by `api_key_env` (an error if it is unset), or None if none is named."""
+    if not config.api_key_env:
+        return None
+    key = os.environ.get(config.api_key_env)
+    if not key:
+        raise FarmError(f"environment variable {config.api_key_env} is empty or not set",
+                        field="api_key_env", hint=f"export {config.api_key_env}=... before running")
+    return key
 
 
 def secret_values() -> list[str]:

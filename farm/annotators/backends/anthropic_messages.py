@@ -8,10 +8,9 @@ an endpoint accepts beyond the client's arguments goes in `decoding: {extra_body
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from farm.annotators.backends import classify_error
+from farm.annotators.backends import classify_error, key_from_named_variable
 from farm.annotators.config import JudgeConfig
 from farm.annotators.parsers import Completion
 from farm.annotators.retry import TransientError
@@ -35,12 +34,7 @@ class AnthropicMessages:
     async def __aenter__(self) -> AnthropicMessages:
         import anthropic
 
-        key = None
-        if self.config.api_key_env:
-            key = os.environ.get(self.config.api_key_env)
-            if not key:
-                raise FarmError(f"environment variable {self.config.api_key_env} is empty or not set",
-                                field="api_key_env")
+        key = key_from_named_variable(self.config)  # None: the client reads ANTHROPIC_API_KEY itself
         try:
             self.client = anthropic.AsyncAnthropic(api_key=key, base_url=self.config.base_url,
                                                    timeout=self.config.timeout, max_retries=0)
@@ -64,6 +58,8 @@ class AnthropicMessages:
             r = await self.client.messages.create(model=c.model, max_tokens=c.max_tokens,
                                                   messages=[{"role": "user", "content": prompt}], **kwargs)
         except TypeError as e:
+            if "authentication" in str(e):  # the client's way of saying it found no key anywhere
+                raise FarmError(f"no Anthropic credentials: {e}", field="api_key_env", hint=_KEY_HINT) from None
             raise FarmError(f"the anthropic client rejected an argument: {e}", field="decoding") from None
         except Exception as e:
             raise classify_error(e, anthropic, _KEY_HINT) from None
