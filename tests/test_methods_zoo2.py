@@ -105,6 +105,16 @@ def test_dpo_loss_is_log2_at_init_and_metrics_are_zero(tiny):
     assert loss.item() / 8 == pytest.approx(25.0, rel=1e-5)
 
 
+def test_dpo_tail_logprobs_equal_the_shared_full_forward(tiny):
+    model, tok = tiny
+    b = dpo.collate_pairs(tok, _examples(4), dpo.Config())
+    fast = dpo.response_logprobs_tail(model, b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"])
+    full = maths.response_logprobs(model, b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"])
+    m = b["response_mask"].bool()
+    torch.testing.assert_close(fast[m], full[m], atol=1e-5, rtol=1e-5)
+    assert b["response_ids"][0, int(m[0].sum()) - 1] == tok.eos_token_id  # responses end with EOS
+
+
 def _params(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 

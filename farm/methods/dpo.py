@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from farm.methods.common import TrainConfig, finish_run, fit, prompt_text, read_preferences
-from farm.methods.maths import response_logprobs
-from farm.models.generation import tokenize_prompts
+from farm.methods.maths import logprobs_from_logits, position_ids_from_mask, response_logprobs
 
 # ----- the losses (one small function each; per-pair losses, shape (B,)) -----
 
@@ -119,36 +118,63 @@ class Config:
 # ----- tokenisation -----
 
 
-def encode_responses(tokenizer, responses: Sequence[str], max_tokens: int):
-    """Right-padded response ids ending with EOS (dropped when cut at `max_tokens`), and their mask. (B, R)."""
-    enc = [(tokenizer(r, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])[:max_tokens]
-           for r in responses]
-    R = max(len(e) for e in enc)
-    ids = torch.full((len(enc), R), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(enc), R), dtype=torch.long)
-    for i, e in enumerate(enc):
-        ids[i, : len(e)] = torch.tensor(e)
-        mask[i, : len(e)] = 1
+def tokenize_pairs(tokenizer, examples: Sequence[dict], cfg: Config) -> list[dict]:
+    """Add `tokens` = (prompt ids, chosen ids + EOS, rejected ids + EOS) to each example, once (not every step).
+    Prompts keep their end (`max_prompt_tokens`), responses their start (`max_response_tokens`; then no EOS)."""
+    def ids(texts: list[str]) -> list[list[int]]:
+        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    eos = tokenizer.eos_token_id
+    prompts, chosen, rejected = (ids([e[k] for e in examples]) for k in ("prompt", "chosen", "rejected"))
+    return [{**e, "tokens": (p[-cfg.max_prompt_tokens:], (c + [eos])[:cfg.max_response_tokens],
+                             (r + [eos])[:cfg.max_response_tokens])}
+            for e, p, c, r in zip(examples, prompts, chosen, rejected)]
+
+
+def _pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lists of ids → (ids, mask), each (N, longest), padded on the left or the right."""
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, r in enumerate(rows):
+        sl = slice(T - len(r), T) if left else slice(0, len(r))
+        ids[i, sl] = torch.tensor(r, dtype=torch.long)
+        mask[i, sl] = 1
     return ids, mask
 
 
 def collate_pairs(tokenizer, examples: Sequence[dict], cfg: Config) -> dict[str, torch.Tensor]:
-    """Examples {prompt, chosen, rejected[, ref]} → 2B rows, chosen first then rejected: prompt_ids/mask (2B, P)
-    left-padded, response_ids/mask (2B, R) right-padded, and `ref` (B, 2) when the examples carry it."""
-    prompts = [e["prompt"] for e in examples]
-    p_ids, p_mask = tokenize_prompts(tokenizer, prompts + prompts, cfg.max_prompt_tokens)
-    r_ids, r_mask = encode_responses(tokenizer, [e["chosen"] for e in examples] + [e["rejected"] for e in examples],
-                                     cfg.max_response_tokens)
+    """Examples {prompt, chosen, rejected[, tokens][, ref]} → 2B rows, chosen first then rejected: prompt_ids/mask
+    (2B, P) left-padded, response_ids/mask (2B, R) right-padded, and `ref` (B, 2) when the examples carry it."""
+    if "tokens" not in examples[0]:
+        examples = tokenize_pairs(tokenizer, examples, cfg)
+    p, c, r = zip(*(e["tokens"] for e in examples))
+    p_ids, p_mask = _pad(list(p) * 2, tokenizer.pad_token_id, left=True)
+    r_ids, r_mask = _pad(list(c) + list(r), tokenizer.pad_token_id, left=False)
     batch = {"prompt_ids": p_ids, "prompt_mask": p_mask, "response_ids": r_ids, "response_mask": r_mask}
     if "ref" in examples[0]:
         batch["ref"] = torch.tensor([e["ref"] for e in examples], dtype=torch.float32)
     return batch
 
 
+def response_logprobs_tail(model, prompt_ids, prompt_mask, response_ids, response_mask) -> torch.Tensor:
+    """`maths.response_logprobs`, but the LM head runs only on the last R+1 positions (`logits_to_keep`): with a
+    small model the vocabulary projection of the prompt positions is a large share of the step. (B, R) fp32."""
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
+    mask = torch.cat([prompt_mask, response_mask], dim=1)
+    R = response_ids.shape[1]
+    try:
+        out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                    logits_to_keep=R + 1)
+    except TypeError:  # a model without logits_to_keep: the plain path
+        return response_logprobs(model, prompt_ids, prompt_mask, response_ids, response_mask)
+    return logprobs_from_logits(out.logits[:, -(R + 1):-1], response_ids)  # logits at t predict token t+1
+
+
 def sequence_logprobs(model, batch: dict, length_normalised: bool) -> torch.Tensor:
     """Summed (or averaged) log-prob of each response. → (2B,) fp32."""
-    lp = response_logprobs(model, batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"],
-                           batch["response_mask"])
+    lp = response_logprobs_tail(model, batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"],
+                                batch["response_mask"])
     m = batch["response_mask"].float()
     total = (lp * m).sum(-1)  # (2B,)
     return total / m.sum(-1).clamp(min=1) if length_normalised else total
@@ -162,6 +188,8 @@ def precompute_reference(ref_model, tokenizer, examples: Sequence[dict], cfg: Co
     loss = LOSSES[cfg.loss]
     if not loss.uses_reference:
         return [{**e, "ref": [0.0, 0.0]} for e in examples]
+    if "tokens" not in examples[0]:
+        examples = tokenize_pairs(tokenizer, examples, cfg)
     device = next(ref_model.parameters()).device
     was_training = ref_model.training
     ref_model.eval()
@@ -198,6 +226,8 @@ def train(model, tokenizer, examples: Sequence[dict], cfg: Config, ref_model=Non
     """Train `model` in place on examples {prompt, chosen, rejected} (strings; `ref` optional: precomputed
     reference log-probs [chosen, rejected]). Without `ref`, they are computed first from `ref_model`, or from
     `model` itself before any update. Returns `common.fit`'s result (steps, loss, history, model)."""
+    if "tokens" not in examples[0]:
+        examples = tokenize_pairs(tokenizer, examples, cfg)
     if "ref" not in examples[0]:
         examples = precompute_reference(ref_model if ref_model is not None else model, tokenizer, examples, cfg)
 
