@@ -44,9 +44,10 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95, axis: int = 0)
     if not 0 < level < 1:
         raise ValueError(f"interval level must be in (0, 1), got {level}")
     a = (1 - level) / 2
+    samples = np.asarray(samples, dtype=float)
+    quantile = np.nanquantile if np.isnan(samples).any() else np.quantile  # nanquantile is 10× slower
     with np.errstate(all="ignore"), _quiet_nan_warnings():
-        lo = np.nanquantile(samples, a, axis=axis)
-        hi = np.nanquantile(samples, 1 - a, axis=axis)
+        lo, hi = quantile(samples, [a, 1 - a], axis=axis)
     return lo, hi
 
 

@@ -82,10 +82,7 @@ def _normalise(df: pd.DataFrame, where: str) -> pd.DataFrame:
         if "preference" not in df.columns:
             raise FarmError("annotations need 'p_output_2' (P(output_2 better)) or AlpacaEval 'preference'",
                             file=where, field="preference")
-        try:
-            df["p_output_2"] = [from_alpaca_eval(v) for v in df["preference"].tolist()]
-        except ValueError as e:
-            raise FarmError(str(e), file=where, field="preference") from None
+        df["p_output_2"] = _from_alpaca_eval_column(df["preference"], where)
     df["p_output_2"] = pd.to_numeric(df["p_output_2"], errors="coerce").astype(float)
     bad = df["p_output_2"].notna() & ~df["p_output_2"].between(0.0, 1.0)
     if bad.any():
@@ -103,6 +100,33 @@ def _normalise(df: pd.DataFrame, where: str) -> pd.DataFrame:
     return df
 
 
+def _from_alpaca_eval_column(values: pd.Series, where: str) -> np.ndarray:
+    """`farm.types.from_alpaca_eval` on a whole column: vectorised when every value is a plain number in
+    AlpacaEval's range, else value by value (which names the bad one)."""
+    v = pd.to_numeric(values, errors="coerce").to_numpy(float)
+    plain = values.isna().to_numpy() | ~np.isnan(v)
+    if plain.all() and bool(np.all(np.isnan(v) | (v == 0) | ((v >= 1) & (v <= 2)))):
+        return np.where(v == 0, 0.5, v - 1.0)
+    try:
+        return np.array([np.nan if (p := from_alpaca_eval(x)) is None else p for x in values.tolist()], float)
+    except ValueError as e:
+        raise FarmError(str(e), file=where, field="preference") from None
+
+
+# ----- integer codes: every per-model / per-instruction sum below is a bincount over these -----
+
+def _key_strings(frame: pd.DataFrame) -> pd.Series:
+    return frame["instruction"] + "\x00" + frame["input"]  # one vectorised string per (instruction, input)
+
+
+def _codes(values: pd.Series, universe: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
+    """Index of each value in `universe` (sorted uniques when None); -1 where absent."""
+    if universe is None:
+        codes, uniques = pd.factorize(values, sort=True)
+        return codes, [str(u) for u in uniques]
+    return pd.Index(list(universe)).get_indexer(values), list(universe)
+
+
 # ----- the model × instruction matrix every resampling uses -----
 
 @dataclass
@@ -118,21 +142,16 @@ class PreferenceMatrix:
     @classmethod
     def from_frame(cls, df: pd.DataFrame, models: Sequence[str] | None = None,
                    keys: Sequence[tuple[str, str]] | None = None) -> PreferenceMatrix:
-        valid = df[df["p_output_2"].notna()]
-        models = list(models) if models is not None else sorted(df["generator_2"].unique())
-        if keys is None:
-            keys = sorted(set(zip(df["instruction"], df["input"])))
-        m_index = {m: i for i, m in enumerate(models)}
-        k_index = {k: i for i, k in enumerate(keys)}
-        mi = valid["generator_2"].map(m_index)
-        ki = pd.Series(list(zip(valid["instruction"], valid["input"])), index=valid.index, dtype=object).map(k_index)
-        ok = (mi.notna() & ki.notna()).to_numpy()
-        mi, ki = mi.to_numpy()[ok].astype(int), ki.to_numpy()[ok].astype(int)
-        flat = mi * len(keys) + ki
-        size = len(models) * len(keys)
-        S = np.bincount(flat, weights=valid["p_output_2"].to_numpy()[ok], minlength=size).reshape(len(models), -1)
+        mi, models = _codes(df["generator_2"], models)
+        ki, key_strings = _codes(_key_strings(df), None if keys is None else ["\x00".join(k) for k in keys])
+        p = df["p_output_2"].to_numpy(float)
+        ok = (mi >= 0) & (ki >= 0) & ~np.isnan(p)
+        flat = mi[ok] * len(key_strings) + ki[ok]
+        size = len(models) * len(key_strings)
+        S = np.bincount(flat, weights=p[ok], minlength=size).reshape(len(models), -1)
         C = np.bincount(flat, minlength=size).astype(float).reshape(len(models), -1)
-        return cls(models, list(keys), S, C)
+        keys = list(keys) if keys is not None else [tuple(k.split("\x00", 1)) for k in key_strings]
+        return cls(models, keys, S, C)
 
     def bootstrap_win_rates(self, n_boot: int, seed: int) -> np.ndarray:
         """(B, M) win rates (×100) under `n_boot` resamples of the instructions, shared by all models."""
@@ -145,36 +164,44 @@ class PreferenceMatrix:
 
 def winrate_stats(frame: pd.DataFrame) -> pd.DataFrame:
     """AlpacaEval's head-to-head figures per model, computed on every valid row (duplicates count, as there)."""
-    df = frame[["generator_2", "p_output_2"]].copy()
-    p = df["p_output_2"]
-    df["valid"] = p.notna()
-    df["win"] = p > 0.5
-    df["loss"] = p < 0.5
-    df["draw"] = p == 0.5
-    df["discrete"] = np.where(p > 0.5, 1.0, np.where(p < 0.5, 0.0, 0.5))
-    df.loc[~df["valid"], "discrete"] = np.nan
-    g = df.groupby("generator_2", sort=True)
-    n = g["valid"].sum()
-    out = pd.DataFrame({
-        "win_rate": g["p_output_2"].mean() * 100,
-        "standard_error": g["p_output_2"].std(ddof=1) / np.sqrt(n) * 100,
-        "n_wins": g["win"].sum(),
-        "n_wins_base": g["loss"].sum(),
-        "n_draws": g["draw"].sum(),
-        "n_total": n,
-        "discrete_win_rate": g["discrete"].mean() * 100,
-        "n_invalid": g.size() - n,
-    })
-    for col in ("n_wins", "n_wins_base", "n_draws", "n_total", "n_invalid"):
-        out[col] = out[col].astype(int)
+    m, models = _codes(frame["generator_2"], None)
+    p = frame["p_output_2"].to_numpy(float)
+    valid = ~np.isnan(p)
+    m_valid, p_valid = m[valid], p[valid]
+
+    def per_model(weights: np.ndarray) -> np.ndarray:
+        return np.bincount(m_valid, weights=weights, minlength=len(models))
+
+    n = per_model(np.ones_like(p_valid))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = per_model(p_valid) / n
+        var = per_model((p_valid - mean[m_valid]) ** 2) / (n - 1)  # sample variance, ddof 1
+        discrete = np.where(p_valid > 0.5, 1.0, np.where(p_valid < 0.5, 0.0, 0.5))
+        out = pd.DataFrame({
+            "win_rate": mean * 100,
+            "standard_error": np.sqrt(var) / np.sqrt(n) * 100,
+            "n_wins": per_model(p_valid > 0.5).astype(int),
+            "n_wins_base": per_model(p_valid < 0.5).astype(int),
+            "n_draws": per_model(p_valid == 0.5).astype(int),
+            "n_total": n.astype(int),
+            "discrete_win_rate": per_model(discrete) / n * 100,
+            "n_invalid": np.bincount(m, minlength=len(models)) - n.astype(int),
+        }, index=pd.Index(models))
     return out
 
 
 def average_lengths(frame: pd.DataFrame) -> pd.Series:
     """int(mean characters of each model's outputs), one output per (instruction, input) as AlpacaEval counts
     them from model_outputs.json (annotations of the same output by several judges count once)."""
-    one = frame.drop_duplicates(["generator_2", "instruction", "input", "output_2"])
-    return one.groupby("generator_2")["output_2"].agg(lambda s: s.str.len().mean()).astype(int)
+    m, models = _codes(frame["generator_2"], None)
+    k, _ = _codes(_key_strings(frame), None)
+    o, _ = pd.factorize(frame["output_2"])
+    ident = np.stack([m, k, o], axis=1)
+    _, first = np.unique(ident, axis=0, return_index=True)  # one row per distinct (model, instruction, output)
+    lengths = frame["output_2"].str.len().to_numpy(float)[first]
+    mean = np.bincount(m[first], weights=lengths, minlength=len(models)) / np.bincount(m[first],
+                                                                                      minlength=len(models))
+    return pd.Series(mean, index=pd.Index(models)).astype(int)
 
 
 def leaderboard(source: Source, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95, lc: bool = False,
@@ -190,7 +217,7 @@ def leaderboard(source: Source, *, n_boot: int = 1000, seed: int = 0, level: flo
         frame = frame[frame["generator_1"] == baseline]
         if frame.empty:
             raise FarmError(f"no annotations with baseline (generator_1) '{baseline}'")
-    baselines = sorted(set(frame["generator_1"]) - {""})
+    baselines = sorted(set(frame["generator_1"].unique()) - {""})
     if len(baselines) > 1:
         raise FarmError(f"annotations against several baselines: {baselines}",
                         hint="pass baseline=... (--baseline) to pick one; win rates vs different baselines do not "
