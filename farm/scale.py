@@ -19,10 +19,11 @@ Memory model (per device):
   often the largest single term.
 - generation: KV cache 2·L·kv_heads·head_dim·(P + R)·B_gen·d.
 
-Time model: training FLOPs ≈ 6·N·tokens, forward-only ≈ 2·N·tokens, at an achieved FLOP/s per device
+Time model: training FLOPs ≈ 6·N·tokens (4·N with LoRA, +2·N with checkpointing), forward-only ≈ 2·N·tokens, at an achieved FLOP/s per device
 (`--tflops`, default 40% of an H100's bf16 dense peak; on CPU `calibrate_cpu()` measures it). Autoregressive
-decoding is memory-bound at small batch: each new token reads all weights once, so a decode step takes
-at least N·d / bandwidth; the estimate takes the larger of the two.
+decoding is rarely FLOP-bound: each new token reads all weights once (≥ N·d / bandwidth per step) and, in HF
+`generate`, pays a fixed launch/Python cost per layer per step (`decode_ms_per_layer`, an assumption); the
+estimate takes the largest of the three.
 
 Departures / simplifications: attention FLOPs (12·L·h·T per token) are added, embedding FLOPs are not;
 no fragmentation allowance (allocators add ~5-15%); the optimizer step's temporaries (foreach Adam) are one
@@ -195,6 +196,9 @@ class Budget:
     """achieved dense TFLOP/s per device (H100 bf16 peak ≈ 989; 40% is a good run)"""
     bandwidth_gbps: float = 3350.0
     """device memory bandwidth, GB/s (H100 SXM 3350; H200 4800)"""
+    decode_ms_per_layer: float = 1.0
+    """fixed cost per decoder layer per generated token (kernel launches, Python): an ASSUMPTION for HF
+    `generate` in eager mode on a GPU, not measured here; ~0.2 for vLLM with CUDA graphs; 0 to ignore"""
     examples: int = 0
     """examples (prompts or pairs) in one epoch; 0 = estimate one optimizer step only"""
 
@@ -306,8 +310,9 @@ def estimate(shape: Shape, budget: Budget) -> Estimate:
         add(Term(f"{m} Adam states", 2 * n_train * dt / shard, f"2·trainable·d = 2·{_fmt_n(n_train)}·{dt}"))
         g = n_train * dt / shard
         grads += g
+        train_phase = "value_train" if m == "value" else "train"
         add(Term(f"{m} grads", g, f"trainable·d = {_fmt_n(n_train)}·{dt}",
-                 phase="train" if b.grad_accum > 1 else "step"))
+                 phase=train_phase if b.grad_accum > 1 else "step"))
         if b.device == "cuda":  # foreach AdamW (the CUDA default) makes whole-model temporaries
             add(Term(f"{m} optimizer-step temporaries", g, "one trainable-sized copy (foreach AdamW)", phase="step"))
         else:  # the per-tensor loop (the CPU default) makes temporaries of one tensor at a time
@@ -332,11 +337,11 @@ def estimate(shape: Shape, budget: Budget) -> Estimate:
             add(Term(f"{trained} block inputs (checkpointed)", ckpt, f"L·h·d·tokens = {s.layers}·{s.hidden}·"
                      f"{d_act}·{seqs * T}", phase="train"))
             add(Term("max(logits, one recomputed block)", max(logits, full / s.layers),
-                     f"max({_fmt_n(logits)}B, {_fmt_n(full / s.layers)}B)", phase="train"))
+                     f"max({_fmt_n(logits)}, {_fmt_n(full / s.layers)}) bytes", phase="train"))
         else:
             per_tok = full / (s.layers * seqs * T)
             add(Term(f"{trained} activations", full, f"L·tokens·(7h+2kv+4I)·d{' + 8h' if d_act < 4 else ''} = "
-                     f"{s.layers}·{seqs * T}·{_fmt_n(per_tok)}B", phase="train"))
+                     f"{s.layers}·{seqs * T}·{_fmt_n(per_tok)} bytes", phase="train"))
             if logits:
                 add(Term("policy logits", logits, f"B·T·V·({up} + {LOGIT_COPIES_TRAIN}·4) = {seqs}·{T}·{s.vocab}·"
                          f"{up + 4 * LOGIT_COPIES_TRAIN}", phase="train"))
@@ -377,10 +382,14 @@ def _time(est: Estimate, seqs: int, T: int, gen_b: int) -> None:
     step_tokens = seqs * T * b.grad_accum * b.devices
     f: dict[str, float] = {}
     n_train = n_sc if trained == "reward" else n_lm
+    # 6N = forward 2N + backward 4N (2N for activation grads, 2N for weight grads); LoRA skips the frozen
+    # weights' grads (4N); checkpointing recomputes the forward (+2N).
+    per_tok = (4 if b.lora_rank > 0 and trained == "policy" else 6) + (2 if b.grad_checkpointing else 0)
+    epochs = b.ppo_epochs if b.method in ("ppo", "rloo") else 1
     if trained != "none":
-        f["train"] = (6 * n_train + attn) * step_tokens * (b.ppo_epochs if b.method in ("ppo", "rloo") else 1)
+        f["train"] = (per_tok * n_train + attn) * step_tokens * epochs
     if b.method == "ppo":
-        f["train"] += (6 * n_sc + attn) * step_tokens * b.ppo_epochs  # value model
+        f["train"] += ((6 + (2 if b.grad_checkpointing else 0)) * n_sc + attn) * step_tokens * epochs  # value
     gen_seqs = b.batch_size * b.grad_accum * b.devices * b.samples_per_prompt
     if b.method in ("ppo", "rloo", "best_of_n", "expert_iteration"):
         f["generate"] = 2 * n_lm * gen_seqs * T
@@ -391,9 +400,10 @@ def _time(est: Estimate, seqs: int, T: int, gen_b: int) -> None:
     rate = b.tflops * 1e12 * b.devices
     sec = {k: v / rate for k, v in f.items()}
     if "generate" in f:  # decoding: each of response_len steps reads the weights once per generation batch
-        batches = math.ceil(gen_seqs / (gen_b * b.devices))
-        mem_bound = b.response_len * batches * n_lm * DTYPE_BYTES[b.precision] / (b.bandwidth_gbps * 1e9)
-        sec["generate"] = max(sec["generate"], mem_bound)
+        steps = b.response_len * math.ceil(gen_seqs / (gen_b * b.devices))
+        mem_bound = steps * n_lm * DTYPE_BYTES[b.precision] / (b.bandwidth_gbps * 1e9)
+        launch_bound = steps * s.layers * b.decode_ms_per_layer / 1e3
+        sec["generate"] = max(sec["generate"], mem_bound, launch_bound)
     sec["step"] = sum(sec.values())
     if b.examples:
         per_step = b.batch_size * b.grad_accum * b.devices

@@ -180,3 +180,15 @@ def test_accelerate_configs_load_and_name_their_command(path):
     assert first.startswith("# accelerate launch --config_file configs/accelerate/" + path.name)
     cfg = ClusterConfig.from_yaml_file(str(path))
     assert cfg.num_processes >= 1 and cfg.mixed_precision == "bf16"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("gpu_*.yaml")), ids=lambda p: p.name)
+def test_gpu_run_configs_load_into_their_methods_config(path):
+    from farm.config import load_config
+    from farm.methods import load_method
+
+    first = path.read_text().splitlines()[0].split()
+    assert first[:3] == ["#", "farm", "train"] and first[4:6] == ["--config", f"configs/{path.name}"]
+    cfg = load_config(load_method(first[3]).Config, path)  # unknown keys or wrong types raise here
+    device = getattr(cfg, "device", None) or cfg.train.device
+    assert device == "cuda"
