@@ -14,7 +14,8 @@ Memory model (per device):
   (9h + 4I)·d, plus one fp32 copy of h per RMSNorm when d < 4 (HF norms upcast). With gradient checkpointing
   only each block's input (h·d) is kept, plus one block's full set while it is recomputed.
   Eager attention also keeps the (B, heads, T, T) probabilities; SDPA/flash kernels keep O(T) only.
-- logits: B·T·V in the model dtype from the LM head, then fp32 copies (upcast, log-softmax output kept for
+- logits: B·T·V in the model dtype from the LM head (T = response + 1 for dpo/ppo/rloo, which use
+  `logits_to_keep`), then fp32 copies (upcast, log-softmax output kept for
   backward, its gradient): LOGIT_COPIES_TRAIN fp32 copies at the backward peak. At 150k vocabularies this is
   often the largest single term.
 - generation: KV cache 2·L·kv_heads·head_dim·(P + R)·B_gen·d.
@@ -158,6 +159,7 @@ METHOD_MODELS: dict[str, tuple[str, int, tuple[str, ...]]] = {
     "best_of_n": ("none", 1, ("reward",)),
     "expert_iteration": ("policy", 1, ("reward",)),
 }
+RESPONSE_ONLY_LOGITS = ("dpo", "ppo", "rloo")
 
 
 @dataclass
@@ -326,13 +328,15 @@ def estimate(shape: Shape, budget: Budget) -> Estimate:
     # Without checkpointing both are alive when backward starts. With it, the logits' backward finishes before
     # the first block is recomputed, so the peak is the block inputs + the larger of the two.
     T = b.prompt_len + b.response_len
+    # dpo/ppo/rloo run the LM head on the response positions only (`logits_to_keep`); sft on every position
+    T_logits = b.response_len + 1 if b.method in RESPONSE_ONLY_LOGITS else T
     seqs = b.batch_size * seqs_per_ex
     if trained != "none":
         ckpt, full = activation_bytes(s, seqs * T, seqs, T, d_act, b.attention)
         logits = 0.0
         if trained == "policy":
             up = d_act if d_act < 4 else 0  # .float() of bf16 logits is a copy; of fp32 ones a no-op
-            logits = seqs * T * s.vocab * (up + LOGIT_COPIES_TRAIN * 4)
+            logits = seqs * T_logits * s.vocab * (up + LOGIT_COPIES_TRAIN * 4)
         if b.grad_checkpointing:
             add(Term(f"{trained} block inputs (checkpointed)", ckpt, f"L·h·d·tokens = {s.layers}·{s.hidden}·"
                      f"{d_act}·{seqs * T}", phase="train"))
@@ -343,7 +347,7 @@ def estimate(shape: Shape, budget: Budget) -> Estimate:
             add(Term(f"{trained} activations", full, f"L·tokens·(7h+2kv+4I)·d{' + 8h' if d_act < 4 else ''} = "
                      f"{s.layers}·{seqs * T}·{_fmt_n(per_tok)} bytes", phase="train"))
             if logits:
-                add(Term("policy logits", logits, f"B·T·V·({up} + {LOGIT_COPIES_TRAIN}·4) = {seqs}·{T}·{s.vocab}·"
+                add(Term("policy logits", logits, f"B·T·V·({up} + {LOGIT_COPIES_TRAIN}·4) = {seqs}·{T_logits}·{s.vocab}·"
                          f"{up + 4 * LOGIT_COPIES_TRAIN}", phase="train"))
     if "value" in residents:  # the value model is updated after the policy: its own train phase
         ckpt, full = activation_bytes(s, seqs * T, seqs, T, d_act, b.attention)
@@ -359,7 +363,7 @@ def estimate(shape: Shape, budget: Budget) -> Estimate:
         add(Term("generation logits", gen_b * s.vocab * 4 * 2, "B_gen·V·4·2", phase="generate"))
     # Score phase: no-grad forward of reference/reward on one batch: full logits (reference) or one block.
     if any(m in residents for m in ("reference", "reward")) or b.method == "best_of_n":
-        lg = seqs * T * s.vocab * (d_act + 2 * 4) if "reference" in residents else 0
+        lg = seqs * T_logits * s.vocab * (d_act + 2 * 4) if "reference" in residents else 0
         add(Term("scoring forward transients", lg + seqs * T * (4 * s.hidden + 2 * s.intermediate) * d_act,
                  "B·T·(V·(d+8) if reference) + one block", phase="score"))
 
