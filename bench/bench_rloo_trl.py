@@ -48,7 +48,7 @@ def run_ours(model_dir: str, prompts: list[str], steps: int) -> dict:
                       progress=False, device="cpu")
     scorer = FunctionScorer(lambda instruction, input, output: digit_fraction(output))
     t0 = time.perf_counter()
-    hist = rloo.train(model, tok, [{"prompt": p} for p in prompts], scorer, cfg)
+    hist = rloo.train(model, tok, [{"instruction": p, "input": "", "prompt": p} for p in prompts], scorer, cfg)
     dt = time.perf_counter() - t0
     split = {k: sum(h[k] for h in hist) for k in ("time_generation", "time_scoring", "time_logprobs", "time_update")}
     return {"rewards": [h["reward"] for h in hist], "train_s": dt, "steps_per_s": steps / dt, "split": split}

@@ -108,10 +108,13 @@ def test_dpo_loss_is_log2_at_init_and_metrics_are_zero(tiny):
 def test_dpo_tail_logprobs_equal_the_shared_full_forward(tiny):
     model, tok = tiny
     b = dpo.collate_pairs(tok, _examples(4), dpo.Config())
-    fast = dpo.response_logprobs_tail(model, b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"])
-    full = maths.response_logprobs(model, b["prompt_ids"], b["prompt_mask"], b["response_ids"], b["response_mask"])
+    fast, ent = ppo.response_logprobs_tail(model, b["prompt_ids"], b["prompt_mask"], b["response_ids"],
+                                          b["response_mask"], 0.7, return_entropy=True)
+    full, ent_full = maths.response_logprobs(model, b["prompt_ids"], b["prompt_mask"], b["response_ids"],
+                                             b["response_mask"], 0.7, return_entropy=True)
     m = b["response_mask"].bool()
     torch.testing.assert_close(fast[m], full[m], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent[m], ent_full[m], atol=1e-5, rtol=1e-5)
     assert b["response_ids"][0, int(m[0].sum()) - 1] == tok.eos_token_id  # responses end with EOS
 
 
@@ -303,3 +306,17 @@ def test_shipped_configs_load_and_open_with_their_command(method):
         path.name, f"configs/{path.name}"))
     cfg = load_config(load_method(method).Config, path)
     assert cfg.output_dir == f"runs/{method}"
+
+
+def test_rloo_on_policy_single_forward_equals_micro_batched_path(tiny_dir):
+    """The fast path (training forward = behaviour forward) and the general path (separate no-grad pass,
+    2 micro-batches of 8) give the same update on the same rollout."""
+    after = []
+    for micro in (16, 8):
+        model, tok = load_causal_lm(str(tiny_dir), device="cpu")
+        cfg = rloo.Config(steps=1, prompts_per_step=4, k=4, minibatch_size=16, micro_batch_size=micro,
+                          max_new_tokens=8, lr=1e-2, kl_coef=0.1, progress=False)
+        rloo.train(model, tok, RECORDS, FunctionScorer(digit_fraction), cfg)
+        after.append(_params(model))
+    for name in after[0]:
+        torch.testing.assert_close(after[0][name], after[1][name], atol=1e-5, rtol=1e-4)

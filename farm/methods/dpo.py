@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from farm.methods.common import TrainConfig, finish_run, fit, prompt_text, read_preferences
-from farm.methods.maths import logprobs_from_logits, position_ids_from_mask, response_logprobs
+from farm.methods.ppo import response_logprobs_tail
 
 # ----- the losses (one small function each; per-pair losses, shape (B,)) -----
 
@@ -155,20 +155,6 @@ def collate_pairs(tokenizer, examples: Sequence[dict], cfg: Config) -> dict[str,
     if "ref" in examples[0]:
         batch["ref"] = torch.tensor([e["ref"] for e in examples], dtype=torch.float32)
     return batch
-
-
-def response_logprobs_tail(model, prompt_ids, prompt_mask, response_ids, response_mask) -> torch.Tensor:
-    """`maths.response_logprobs`, but the LM head runs only on the last R+1 positions (`logits_to_keep`): with a
-    small model the vocabulary projection of the prompt positions is a large share of the step. (B, R) fp32."""
-    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
-    mask = torch.cat([prompt_mask, response_mask], dim=1)
-    R = response_ids.shape[1]
-    try:
-        out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                    logits_to_keep=R + 1)
-    except TypeError:  # a model without logits_to_keep: the plain path
-        return response_logprobs(model, prompt_ids, prompt_mask, response_ids, response_mask)
-    return logprobs_from_logits(out.logits[:, -(R + 1):-1], response_ids)  # logits at t predict token t+1
 
 
 def sequence_logprobs(model, batch: dict, length_normalised: bool) -> torch.Tensor:

@@ -118,11 +118,12 @@ class Config:
 
 def collect_rollout(policy, ref_policy, tokenizer, records: Sequence[dict], scorer: Scorer, *, temperature: float,
                     max_new_tokens: int, max_prompt_tokens: int | None, seed: int,
-                    missing_eos_score: float | None = None, style: str = "alpaca",
-                    batch_size: int = 64) -> tuple[Rollout, dict]:
+                    missing_eos_score: float | None = None, style: str = "alpaca", batch_size: int = 64,
+                    behaviour_logprobs: bool = True) -> tuple[Rollout, dict]:
     """Sample one response per record (its `prompt`, else its formatted instruction), score it with
     `scorer.score(records, texts)`, and compute behaviour and reference log-probs at the sampling temperature.
-    Returns the Rollout and timings {generation, scoring, logprobs} in seconds."""
+    Returns the Rollout and timings {generation, scoring, logprobs} in seconds. `behaviour_logprobs=False` leaves
+    `ro.logprobs` to the caller (an on-policy single step gets them from its training forward)."""
     from farm.models.generation import generate
 
     prompts = [prompt_text(r, tokenizer, style) for r in records]
@@ -137,9 +138,29 @@ def collect_rollout(policy, ref_policy, tokenizer, records: Sequence[dict], scor
     device = next(policy.parameters()).device
     ro = Rollout(g.prompt_ids.to(device), g.prompt_mask.to(device), g.response_ids.to(device),
                  g.response_mask.to(device), scores=scores.to(device), prompts=list(prompts), responses=g.texts)
-    ro.logprobs = batched_logprobs(policy, ro, temperature, batch_size)
+    if behaviour_logprobs:
+        ro.logprobs = batched_logprobs(policy, ro, temperature, batch_size)
     ro.ref_logprobs = batched_logprobs(ref_policy, ro, temperature, batch_size)
     return ro, {"time_generation": t1 - t0, "time_scoring": t2 - t1, "time_logprobs": time.perf_counter() - t2}
+
+
+def response_logprobs_tail(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature: float = 1.0,
+                           return_entropy: bool = False):
+    """`maths.response_logprobs`, but the LM head runs only on the last R+1 positions (`logits_to_keep`): with a
+    small model the vocabulary projection of the prompt positions is a large share of a step. (B, R) fp32
+    (and the entropy (B, R) with `return_entropy`)."""
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
+    mask = torch.cat([prompt_mask, response_mask], dim=1)
+    R = response_ids.shape[1]
+    try:
+        out = model(input_ids=input_ids, attention_mask=mask, position_ids=maths.position_ids_from_mask(mask),
+                    logits_to_keep=R + 1)
+    except TypeError:  # a model without logits_to_keep: the plain path
+        return maths.response_logprobs(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature,
+                                       return_entropy)
+    logits = out.logits[:, -(R + 1):-1]  # logits at t predict token t+1 → the R response tokens
+    lp = maths.logprobs_from_logits(logits, response_ids, temperature)
+    return (lp, maths.entropy_from_logits(logits, temperature)) if return_entropy else lp
 
 
 @torch.no_grad()
@@ -147,7 +168,7 @@ def batched_logprobs(model, ro: Rollout, temperature: float, batch_size: int = 6
     """Log-probs (B, R) of the rollout's responses under `model` in eval mode (no dropout), fp32."""
     was_training = model.training
     model.eval()
-    out = [maths.response_logprobs(model, ro.prompt_ids[s:s + batch_size], ro.prompt_mask[s:s + batch_size],
+    out = [response_logprobs_tail(model, ro.prompt_ids[s:s + batch_size], ro.prompt_mask[s:s + batch_size],
                                    ro.response_ids[s:s + batch_size], ro.response_mask[s:s + batch_size],
                                    temperature) for s in range(0, len(ro), batch_size)]
     model.train(was_training)
@@ -282,7 +303,7 @@ def update_on_rollout(policy, value_model, pol_opt, val_opt, pol_params, val_par
             n_tokens = mask[mb].sum().clamp(min=1)
             for m in range(0, len(mb), cfg.micro_batch_size):
                 i = mb[m:m + cfg.micro_batch_size]
-                lp, ent = maths.response_logprobs(policy, ro.prompt_ids[i], ro.prompt_mask[i], ro.response_ids[i],
+                lp, ent = response_logprobs_tail(policy, ro.prompt_ids[i], ro.prompt_mask[i], ro.response_ids[i],
                                                   ro.response_mask[i], cfg.temperature, return_entropy=True)
                 values = response_values(value_model, ro, i)
                 pg, vf, st = ppo_losses(lp, ro.logprobs[i], advantages[i], values, old_values[i], returns[i],

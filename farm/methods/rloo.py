@@ -28,7 +28,7 @@ import torch
 
 from farm.methods import maths
 from farm.methods.common import Scorer
-from farm.methods.ppo import collect_rollout
+from farm.methods.ppo import collect_rollout, response_logprobs_tail
 
 
 @dataclass
@@ -136,12 +136,20 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
     for step in tqdm(range(1, cfg.steps + 1), desc="rloo", disable=not cfg.progress, leave=False):
         chosen = rng.choice(len(records), cfg.prompts_per_step, replace=len(records) < cfg.prompts_per_step)
         batch = [records[i] for i in chosen for _ in range(cfg.k)]  # k consecutive copies per prompt
+        # one rollout, one optimiser step, no micro-batching: the training forward IS the behaviour forward (ratio
+        # exactly 1), so the separate no-grad pass TRL does is skipped — same maths, one policy forward fewer
+        on_policy = cfg.epochs == 1 and cfg.micro_batch_size == cfg.minibatch_size == len(batch)
         ro, timing = collect_rollout(policy, ref_policy, tokenizer, batch, scorer, style=cfg.prompt_style,
                                      temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
                                      max_prompt_tokens=cfg.max_prompt_tokens, seed=int(rng.integers(2**62)),
-                                     missing_eos_score=cfg.missing_eos_score)
+                                     missing_eos_score=cfg.missing_eos_score, behaviour_logprobs=not on_policy)
         t_update = time.perf_counter()
         mask = ro.response_mask.float()
+        first = None
+        if on_policy:
+            first = response_logprobs_tail(policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask,
+                                           cfg.temperature, return_entropy=True)
+            ro.logprobs = first[0].detach()
         kl_tok = maths.kl_estimate(ro.logprobs, ro.ref_logprobs, "k1") * mask  # (B, R)
         rewards = ro.scores - cfg.kl_coef * kl_tok.sum(-1) if cfg.kl_in_reward else ro.scores  # (B,)
         adv = leave_one_out_advantages(rewards, cfg.k)
@@ -151,13 +159,14 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
         sums: dict[str, float] = {}
         n_updates = 0
         for _ in range(cfg.epochs):
-            order = torch.as_tensor(rng.permutation(len(ro)), device=mask.device)
+            order = (torch.arange(len(ro)) if on_policy else torch.as_tensor(rng.permutation(len(ro)))).to(mask.device)
             for s in range(0, len(ro), cfg.minibatch_size):
                 mb = order[s:s + cfg.minibatch_size]
                 for m in range(0, len(mb), cfg.micro_batch_size):
                     i = mb[m:m + cfg.micro_batch_size]
-                    lp, ent = maths.response_logprobs(policy, ro.prompt_ids[i], ro.prompt_mask[i], ro.response_ids[i],
-                                                      ro.response_mask[i], cfg.temperature, return_entropy=True)
+                    lp, ent = first if first is not None else response_logprobs_tail(
+                        policy, ro.prompt_ids[i], ro.prompt_mask[i], ro.response_ids[i], ro.response_mask[i],
+                        cfg.temperature, return_entropy=True)
                     loss, st = rloo_loss((lp * mask[i]).sum(-1), old_seq[i], adv[i], cfg.clip, len(mb))
                     if not cfg.kl_in_reward:  # KL as a loss: β · mean over this micro-batch's tokens, weighted
                         k3 = maths.kl_estimate(lp, ro.ref_logprobs[i], "k3")
