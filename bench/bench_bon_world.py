@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from farm.io import atomic_write_text
 from farm.methods.best_of_n import best_of_n
@@ -44,7 +45,9 @@ def main() -> None:
     ap.add_argument("--rm-pairs", type=int, default=3000)
     ap.add_argument("--prompts", type=int, default=120)
     ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     t0 = time.time()
     world = build(seed=0, sft=args.sft_steps * 16, preference=10, unlabeled=10, eval=args.prompts)
     pairs = world.pairs(args.rm_pairs, seed=1)

@@ -2,7 +2,7 @@
 dialogues). A tiny Llama (tokenizer trained on the training dialogues, random init, no SFT stage) is trained with
 farm.methods.reward on the first N pairs for a few minutes on CPU and scored on the held-out rest.
 
-    python bench/bench_rm_hh.py [--train 2000] [--epochs 2]   # ~3-5 min on 2 CPU cores
+    python bench/bench_rm_hh.py [--train 2000] [--epochs 1]   # a few minutes on 2 idle CPU cores
 
 Prints and writes bench/results/rm_hh.json. Reference point: chance is 50%; large RMs reach ~70% on HH.
 """
@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from farm.data import shared_data_dir
 from farm.io import atomic_write_text
 from farm.methods.common import TrainConfig, read_preferences
@@ -26,10 +28,12 @@ from farm.models.tiny import TinySpec, build_tiny
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--train", type=int, default=2000)
-    ap.add_argument("--epochs", type=float, default=2.0)
-    ap.add_argument("--max-len", type=int, default=256)
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--max-len", type=int, default=192)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     root = shared_data_dir()
     if root is None:
         raise SystemExit("../shared/data is absent")
@@ -38,8 +42,8 @@ def main() -> None:
     texts = [t["prompt"] + t["chosen"] for t in train] + [t["rejected"] for t in train]
     t0 = time.time()
     with tempfile.TemporaryDirectory() as d:
-        path = build_tiny(texts, Path(d) / "tiny", TinySpec(n_layers=2, hidden=128, heads=4, intermediate=384,
-                                                             vocab_size=2048, max_positions=args.max_len), seed=0)
+        path = build_tiny(texts, Path(d) / "tiny", TinySpec(n_layers=2, hidden=96, heads=4, intermediate=256,
+                                                             vocab_size=1024, max_positions=args.max_len), seed=0)
         model, tok = load_scalar_model(str(path), device="cpu")
         before = evaluate_reward_model(model, tok, heldout, max_len=args.max_len)
         tc = TrainConfig(lr=args.lr, per_device_batch_size=16, epochs=args.epochs, warmup_ratio=0.05, seed=0)

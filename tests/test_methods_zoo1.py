@@ -262,13 +262,21 @@ if acc.is_main_process:
 """
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_cpu_processes_give_the_same_update_as_one(tiny, tmp_path):
     (tmp_path / "worker.py").write_text(WORKER)
     (tmp_path / "data.json").write_text(json.dumps(RECORDS[:16]))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [str(tmp_path / "worker.py"), tiny]
     procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                               "--master_port", str(29500 + os.getpid() % 1000), *args, str(tmp_path / "two.pt"), "4",
+                               "--master_port", str(_free_port()), *args, str(tmp_path / "two.pt"), "4",
                                str(tmp_path / "data.json")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT),
              subprocess.Popen([sys.executable, *args, str(tmp_path / "one.pt"), "8", str(tmp_path / "data.json")],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)]  # concurrently: startup dominates

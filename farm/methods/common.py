@@ -240,7 +240,7 @@ class TrainConfig:
     stop_at_step: int = 0
     """stop (after checkpointing) once this step is done, e.g. to fit a time slot; 0 = off"""
     log_every: int = 10
-    """log metrics every k steps"""
+    """print a one-line status every k steps when there is no progress bar (not a TTY); 0 = never"""
     device: str = "auto"
     """auto, cpu or cuda"""
     dtype: str = "auto"
@@ -433,6 +433,9 @@ def fit(model, tokenizer, examples: Sequence, make_batch: Callable[[list], tuple
                "seconds": time.time() - t0, **stats}
         history.append(rec)
         bar.set_postfix(loss=f"{total_loss:.4f}")
+        if tc.progress and not show and acc.is_main_process and tc.log_every and (step + 1) % tc.log_every == 0:
+            print(f"{desc} step {step + 1}/{total} loss {total_loss:.4f} lr {rec['lr']:.2e} "
+                  f"({rec['seconds']:.2f}s/step)", file=sys.stderr, flush=True)
         done = step + 1 == total or step + 1 == tc.stop_at_step
         if ckpt is not None and (done or (tc.save_every and (step + 1) % tc.save_every == 0)):
             acc.wait_for_everyone()
