@@ -44,7 +44,7 @@ import pandas as pd
 
 from farm.errors import FarmError
 from farm.eval.stats import bootstrap_counts, percentile_interval
-from farm.types import check_preference, from_alpaca_eval, from_pandalm
+from farm.types import check_preference, from_alpaca_eval
 
 KEY = ["instruction", "input", "output_1", "output_2"]
 VALUES = np.array([0.0, 0.5, 1.0])  # the p of each class: output_1, tie, output_2
@@ -305,20 +305,6 @@ def _pair_fields(r: dict, path, line: int) -> dict[str, str]:
             "generator_2": get_field(r, "generator_2", path, line, default="")}
 
 
-def _pandalm_verdict(value) -> float | None:
-    """A PandaLM-format judge answer → p; anything that is not 0/1/2/'Tie' (e.g. 'garbage') is unparseable.
-
-    >>> [_pandalm_verdict(v) for v in ("1", "2", "0", "Tie", 2, "garbage", None)]
-    [0.0, 1.0, 0.5, 0.5, 1.0, None, None]
-    """
-    if isinstance(value, str) and value.strip().lower() == "tie":
-        return 0.5
-    try:
-        return from_pandalm(value)
-    except ValueError:
-        return None
-
-
 def read_judge(path: str | os.PathLike, humans: pd.DataFrame) -> tuple[str, list[list[float | None]]]:
     """A judge's verdicts aligned with the rows of `humans`: (name, per-pair lists; [] where not judged).
 
@@ -335,12 +321,15 @@ def read_judge(path: str | os.PathLike, humans: pd.DataFrame) -> tuple[str, list
     verdicts: list[list[float | None]] = [[] for _ in range(len(humans))]
     result_field = next((f for f in ("gpt_result", "pandalm_result", "result") if f in records[0]), None)
     if result_field is not None and "idx" in records[0]:
+        # '1', '2', 'Tie'/'0' → p; anything else ('garbage') → None
+        from farm.annotators.replay import convert
+
         row_of = {str(v): i for i, v in enumerate(humans["idx"])}
         for line, r in enumerate(records, 1):
             i = row_of.get(str(r.get("idx")))
             if i is None:
                 raise FarmError(f"idx {r.get('idx')!r} is not in the human file", file=path, line=line, field="idx")
-            verdicts[i].append(_pandalm_verdict(r.get(result_field)))
+            verdicts[i].append(convert(r.get(result_field), "pandalm"))
         return name, verdicts
     # join on content, and on the generators when the annotation names them; identical content shown to the
     # judge gets the same verdict whichever rows it stands for

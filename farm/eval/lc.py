@@ -79,16 +79,21 @@ def fit_soft_logistic(y: np.ndarray, blocks: Sequence[tuple[np.ndarray, np.ndarr
 
 def _design(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[tuple[str, str]]]:
     """Valid rows with model index m, instruction index k, target y and x = tanh(Δ/σ_m)."""
-    df = frame[frame["p_output_2"].notna()].copy()
-    models = sorted(df["generator_2"].unique())
-    keys = sorted(set(zip(df["instruction"], df["input"])))
-    df["m"] = df["generator_2"].map({m: i for i, m in enumerate(models)}).astype(int)
-    k_index = {k: i for i, k in enumerate(keys)}
-    df["k"] = [k_index[k] for k in zip(df["instruction"], df["input"])]
-    delta = (df["output_2"].str.len() - df["output_1"].str.len()).astype(float)
-    sd = delta.groupby(df["m"]).transform(lambda s: s.std(ddof=1))
-    df["x"] = np.tanh(np.where((sd > 0) & sd.notna(), delta / sd.where(sd > 0, 1.0), 0.0))
-    return df, models, keys
+    from farm.eval.winrate import _codes, _key_strings
+
+    df = frame.loc[frame["p_output_2"].notna(), ["generator_2", "instruction", "input", "output_1", "output_2",
+                                                  "p_output_2"]]
+    m, models = _codes(df["generator_2"], None)
+    k, key_strings = _codes(_key_strings(df), None)
+    delta = (df["output_2"].str.len() - df["output_1"].str.len()).to_numpy(float)
+    n = np.bincount(m, minlength=len(models)).astype(float)
+    mean = np.bincount(m, weights=delta, minlength=len(models)) / np.maximum(n, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = np.sqrt(np.bincount(m, weights=(delta - mean[m]) ** 2, minlength=len(models)) / (n - 1))  # ddof 1
+    sd_row = sd[m]
+    x = np.tanh(np.divide(delta, sd_row, out=np.zeros_like(delta), where=np.isfinite(sd_row) & (sd_row > 0)))
+    out = pd.DataFrame({"m": m, "k": k, "x": x, "p_output_2": df["p_output_2"].to_numpy(float)})
+    return out, models, [tuple(s.split("\x00", 1)) for s in key_strings]
 
 
 def instruction_difficulty(frame: pd.DataFrame, ridge: float = 0.2, ridge_model: float = 1e-3) -> pd.Series:
