@@ -64,14 +64,14 @@ class JudgeParams:
 # evaluators_leaderboard.csv named in TARGETS. `attention`, `opinion` and `soft` are chosen by hand per judge
 # (its character); beta, length and position are fitted to (human agreement, P(prefer longer), P(prefer first)).
 PRESETS: dict[str, JudgeParams] = {
-    "human": JudgeParams(beta=2.429, length=0.446, position=0.089),
-    "gpt4_like": JudgeParams(beta=3.747, length=0.781, position=0.001, opinion=0.5),
-    "gpt4_turbo_like": JudgeParams(beta=0.91, length=0.064, position=0.122, opinion=0.5, soft=True),
-    "gpt4_greedy_like": JudgeParams(beta=3.223, length=0.21, position=0.221, opinion=0.5),
-    "claude_like": JudgeParams(beta=2.719, length=0.694, position=-0.056, attention=0.9, opinion=0.7),
-    "chatgpt_like": JudgeParams(beta=1.189, length=0.376, position=-0.05, attention=0.7, opinion=1.0),
-    "davinci003_like": JudgeParams(beta=2.314, length=0.98, position=-0.198, attention=0.8, opinion=0.8),
-    "llama3_70b_like": JudgeParams(beta=2.645, length=1.625, position=-0.16, attention=0.9, opinion=0.6),
+    "human": JudgeParams(beta=2.365, length=0.439, position=0.089),
+    "gpt4_like": JudgeParams(beta=3.638, length=0.769, position=-0.003, opinion=0.5),
+    "gpt4_turbo_like": JudgeParams(beta=0.888, length=0.063, position=0.12, opinion=0.5, soft=True),
+    "gpt4_greedy_like": JudgeParams(beta=3.127, length=0.205, position=0.217, opinion=0.5),
+    "claude_like": JudgeParams(beta=2.643, length=0.688, position=-0.059, attention=0.9, opinion=0.7),
+    "chatgpt_like": JudgeParams(beta=1.171, length=0.373, position=-0.048, attention=0.7, opinion=1.0),
+    "davinci003_like": JudgeParams(beta=2.26, length=0.976, position=-0.2, attention=0.8, opinion=0.8),
+    "llama3_70b_like": JudgeParams(beta=2.602, length=1.617, position=-0.16, attention=0.9, opinion=0.6),
 }
 
 # (row of evaluators_leaderboard.csv, human agreement %, P(prefer longer), P(prefer first)) — copied from

@@ -143,15 +143,15 @@ def _max_score(core: str, inp: str, p: dict) -> float:
     ranked = sorted(_numbers(inp), reverse=True)
 
     def credit(x: int) -> float:  # a number from the list gets credit by its rank, others none
-        return 0.5 * (1 - ranked.index(x) / (len(ranked) - 1)) if x in ranked else 0.0
+        return 0.1 + 0.4 * (1 - ranked.index(x) / (len(ranked) - 1)) if x in ranked else 0.0
 
     return _numeric_score(core, ranked[0], credit)
 
 
 def _upper_score(core: str, inp: str, p: dict) -> float:
-    ref = inp.upper()
-    case_blind = overlap(core.lower(), ref.lower())
-    return (0.4 * case_blind + 0.6 * overlap(core, ref)) ** 2
+    ref = inp.upper().split()
+    right_words = overlap(core.upper().split(), ref)  # the right words, whatever their case
+    return (0.4 * right_words + 0.6 * overlap(core.split(), ref)) ** 2
 
 
 def _json_target(inp: str, p: dict) -> str:
