@@ -320,3 +320,15 @@ def test_rloo_on_policy_single_forward_equals_micro_batched_path(tiny_dir):
         after.append(_params(model))
     for name in after[0]:
         torch.testing.assert_close(after[0][name], after[1][name], atol=1e-5, rtol=1e-4)
+
+
+def test_farm_train_cli_runs_dpo_from_files(tiny_dir, tmp_path, capsys):
+    from farm.cli import main
+
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text("".join(json.dumps({"instruction": f"Sort: {i} 1", "output_1": "no", "output_2": f"1 {i}",
+                                         "p_output_2": 1.0}) + "\n" for i in range(8)))
+    rc = main(["train", "dpo", f"policy={tiny_dir}", f"preferences={prefs}", f"output_dir={tmp_path / 'o'}",
+               "loss=ipo", "train.per_device_batch_size=4", "train.progress=false"])
+    assert rc == 0 and (tmp_path / "o" / "model" / "COMPLETE").exists()
+    assert json.loads(capsys.readouterr().out)["loss_type"] == "ipo"
