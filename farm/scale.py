@@ -36,7 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -174,6 +174,8 @@ class Budget:
     response_len: int = 256
     gen_batch_size: int = 0
     """sequences generated at once (0 = batch_size)"""
+    score_batch_size: int = 0
+    """sequences per no-grad scoring forward (reference/reward log-probs; 0 = batch_size)"""
     samples_per_prompt: int = 1
     """responses sampled per prompt (best-of-n n, RLOO k)"""
     precision: str = "bf16"
@@ -362,10 +364,12 @@ def estimate(shape: Shape, budget: Budget) -> Estimate:
                  phase="generate"))
         add(Term("generation logits", gen_b * s.vocab * 4 * 2, "B_gen·V·4·2", phase="generate"))
     # Score phase: no-grad forward of reference/reward on one batch: full logits (reference) or one block.
-    if any(m in residents for m in ("reference", "reward")) or b.method == "best_of_n":
-        lg = seqs * T_logits * s.vocab * (d_act + 2 * 4) if "reference" in residents else 0
-        add(Term("scoring forward transients", lg + seqs * T * (4 * s.hidden + 2 * s.intermediate) * d_act,
-                 "B·T·(V·(d+8) if reference) + one block", phase="score"))
+    # (the bf16 logits, their fp32 copy and the log-softmax; with the policy's behaviour log-probs the same)
+    if b.method != "reward" and any(m in residents for m in ("reference", "reward")):
+        sb = b.score_batch_size or seqs
+        lg = sb * T_logits * s.vocab * (d_act + 2 * 4) if "reference" in residents else 0
+        add(Term("scoring forward transients", lg + sb * T * (4 * s.hidden + 2 * s.intermediate) * d_act,
+                 f"B_score·T·(V·(d+8) if reference) + one block, B_score = {sb}", phase="score"))
 
     static = sum(t.bytes for t in est.terms if t.phase == "static")
     for phase in ("train", "step", "value_train", "generate", "score"):
@@ -464,42 +468,61 @@ def format_estimate(est: Estimate) -> str:
 
 
 def _budget_args(p: argparse.ArgumentParser) -> None:
+    """One flag per Budget field; default None so that only the flags given override a config's budget."""
     for f in fields(Budget):
         default = f.default
         flag = "--" + f.name.replace("_", "-")
         if isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         elif isinstance(default, tuple):
-            p.add_argument(flag, nargs="*", default=list(default))
+            p.add_argument(flag, nargs="*", default=None)
         else:
-            p.add_argument(flag, type=type(default), default=default)
+            p.add_argument(flag, type=type(default), default=None, help=f"(default {default})")
+
+
+def _from_train_config(path: str, method: str | None) -> tuple[str, Any]:
+    """(method, loaded Config) of a `farm train` YAML; the method from --method or the file's first line."""
+    from farm.config import load_config
+    from farm.methods import load_method
+
+    first = Path(path).read_text().splitlines()[:1] if Path(path).exists() else []
+    words = first[0].split() if first else []
+    if method is None and words[:3] == ["#", "farm", "train"] and len(words) > 3:
+        method = words[3]
+    if method is None:
+        raise FarmError("cannot tell the method of this config", file=path, hint="add --method NAME")
+    return method, load_config(load_method(method).Config, path)
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="farm estimate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", nargs="?", help=f"known name ({', '.join(KNOWN_SHAPES)}), 'tiny', or a model folder")
+    p.add_argument("model", nargs="?", help=f"known name ({', '.join(KNOWN_SHAPES)}), 'tiny', or a model folder "
+                                            "(default with --train-config: the config's policy folder)")
     p.add_argument("--config-json", help="a HF config.json to read the shape from")
+    p.add_argument("--train-config", help="a `farm train` YAML: batch sizes, lengths, dtype, epochs come from it "
+                                          "(flags given here still win)")
     p.add_argument("--calibrate-cpu", action="store_true", help="measure this CPU's achieved TFLOP/s and use it")
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
     _budget_args(p)
     a = p.parse_args(argv)
-    if not a.model and not a.config_json:
-        raise FarmError("give a model (name, folder or 'tiny') or --config-json", field="model")
-    kwargs = {f.name: getattr(a, f.name) for f in fields(Budget)}
-    kwargs["offload"] = tuple(kwargs["offload"])
+    given = {f.name: getattr(a, f.name) for f in fields(Budget) if getattr(a, f.name) is not None}
+    if "offload" in given:
+        given["offload"] = tuple(given["offload"])
     if a.calibrate_cpu:
-        kwargs["tflops"] = calibrate_cpu()
-    est = estimate(resolve_shape(a.model, a.config_json), Budget(**kwargs))
+        given["tflops"] = calibrate_cpu()
+    model = a.model
+    if a.train_config:
+        method, cfg = _from_train_config(a.train_config, given.pop("method", None))
+        budget = budget_from_method_config(method, cfg, **given)
+        model = model or (cfg.policy if not a.config_json else None)
+    else:
+        budget = Budget(**given)
+    if not model and not a.config_json:
+        raise FarmError("give a model (name, folder or 'tiny') or --config-json", field="model")
+    est = estimate(resolve_shape(model, a.config_json), budget)
     print(json.dumps(est.to_dict(), indent=2) if a.json else format_estimate(est))
     return 0
-
-
-def budget_from(**kwargs: Any) -> Budget:
-    """Budget(**kwargs) with list offloads accepted (YAML gives lists)."""
-    if "offload" in kwargs:
-        kwargs["offload"] = tuple(kwargs["offload"])
-    return replace(Budget(), **kwargs)
 
 
 def measure_peak_cpu(fn) -> int:
@@ -523,3 +546,35 @@ def _cpu_device_type():
     from torch._C._autograd import DeviceType
 
     return DeviceType.CPU
+
+
+_PRECISION = {"bfloat16": "bf16", "bf16": "bf16", "float32": "fp32", "fp32": "fp32", "float16": "fp16",
+              "fp16": "fp16"}
+
+
+def budget_from_method_config(method: str, cfg: Any, **overrides: Any) -> Budget:
+    """The Budget a `farm train <method>` config implies (one optimizer step = one iteration for ppo/rloo).
+    dtype 'auto' is taken as bf16 on the GPU the estimate is for."""
+    train = getattr(cfg, "train", None)
+    src = train if train is not None else cfg
+    kw: dict[str, Any] = {"method": method,
+                          "precision": _PRECISION.get(str(getattr(src, "dtype", "auto")), "bf16"),
+                          "grad_checkpointing": bool(getattr(src, "gradient_checkpointing", False))}
+    if train is not None:  # sft, reward, dpo: the shared TrainConfig
+        kw.update(batch_size=train.per_device_batch_size, grad_accum=train.grad_accum)
+    if method in ("sft", "reward"):
+        kw.update(prompt_len=cfg.max_len, response_len=0)
+    elif method == "dpo":
+        kw.update(prompt_len=cfg.max_prompt_tokens, response_len=cfg.max_response_tokens)
+    elif method in ("ppo", "rloo"):
+        rollouts = cfg.rollout_batch_size if method == "ppo" else cfg.prompts_per_step * cfg.k
+        kw.update(batch_size=cfg.micro_batch_size, grad_accum=rollouts // cfg.micro_batch_size,
+                  ppo_epochs=cfg.epochs, prompt_len=cfg.max_prompt_tokens, response_len=cfg.max_new_tokens,
+                  # collect_rollout generates and scores in chunks of 64 (its batch_size default)
+                  gen_batch_size=min(64, rollouts), score_batch_size=min(64, rollouts),
+                  examples=cfg.steps * (cfg.rollout_batch_size if method == "ppo" else cfg.prompts_per_step))
+    else:
+        raise FarmError(f"no mapping from a '{method}' config to a token budget yet", field="method",
+                        hint="give the budget with flags (--batch-size, --prompt-len, ...)")
+    kw.update(overrides)
+    return Budget(**kw)

@@ -192,3 +192,23 @@ def test_gpu_run_configs_load_into_their_methods_config(path):
     cfg = load_config(load_method(first[3]).Config, path)  # unknown keys or wrong types raise here
     device = getattr(cfg, "device", None) or cfg.train.device
     assert device == "cuda"
+
+
+def test_budget_from_a_train_config_and_flags_that_win(capsys):
+    from farm.config import load_config
+    from farm.methods import load_method
+    from farm.scale import budget_from_method_config
+
+    path = ROOT / "configs" / "gpu_qwen05b_ppo.yaml"
+    cfg = load_config(load_method("ppo").Config, path)
+    b = budget_from_method_config("ppo", cfg)
+    assert (b.batch_size, b.grad_accum, b.ppo_epochs) == (cfg.micro_batch_size,
+                                                          cfg.rollout_batch_size // cfg.micro_batch_size, cfg.epochs)
+    assert (b.prompt_len, b.response_len, b.precision) == (cfg.max_prompt_tokens, cfg.max_new_tokens, "bf16")
+    assert b.examples == cfg.steps * cfg.rollout_batch_size
+    assert main(["qwen2.5-0.5b", "--train-config", str(path), "--json"]) == 0
+    from_file = json.loads(capsys.readouterr().out)
+    assert main(["qwen2.5-0.5b", "--train-config", str(path), "--score-batch-size", "16", "--json"]) == 0
+    smaller = json.loads(capsys.readouterr().out)
+    assert from_file["budget"]["batch_size"] == cfg.micro_batch_size
+    assert smaller["budget"]["score_batch_size"] == 16 and smaller["peak_bytes"] < from_file["peak_bytes"]
