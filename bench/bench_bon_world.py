@@ -6,7 +6,7 @@ the simulated AlpacaFarm training pool (25% flips) → 16 samples per eval promp
 (a) the first sample (n=1), (b) the RM's pick (BoN-16), (c) gold's own pick (oracle BoN-16, an upper bound).
 Differences are paired over prompts; SE = std / sqrt(prompts).
 
-    python bench/bench_bon_world.py [--sft-steps 300] [--prompts 120]   # ~10 min on 2 busy CPU cores
+    python bench/bench_bon_world.py --sft-steps 1500 --rm-pairs 10000 --prompts 200   # ~15 min, 2 busy cores
 
 Writes bench/results/bon_world.json.
 """
@@ -43,6 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sft-steps", type=int, default=300)
     ap.add_argument("--rm-pairs", type=int, default=3000)
+    ap.add_argument("--rm-epochs", type=float, default=2.0)
     ap.add_argument("--prompts", type=int, default=120)
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
@@ -66,8 +67,8 @@ def main() -> None:
         save_model(policy, tok, Path(d) / "sft")
         rm, rtok = load_scalar_model(str(Path(d) / "sft"), device="cpu")
         cut = int(0.9 * len(triples))
-        train_reward_model(rm, rtok, triples[:cut], TrainConfig(lr=1e-3, per_device_batch_size=16, epochs=1,
-                                                               warmup_ratio=0.05), max_len=128)
+        train_reward_model(rm, rtok, triples[:cut], TrainConfig(lr=1e-3, per_device_batch_size=16,
+                                                               epochs=args.rm_epochs, warmup_ratio=0.05), max_len=128)
         rm_acc = evaluate_reward_model(rm, rtok, triples[cut:], max_len=128)
         # one sampling pass; n=1 = the first sample of each group, BoN = RM's pick, oracle = gold's pick
         gold = FunctionScorer(world.quality)
@@ -82,7 +83,7 @@ def main() -> None:
     oracle = [o["score"] for o in outs]
     bon = gold.score(world.eval, [o["output"] for o in rm_outs])
     result = {"world": "tasks seed 0", "prompts": len(world.eval), "n": args.n, "sft_steps": sft["steps"],
-              "sft_final_loss": sft["loss"], "rm_train_pairs": cut, "rm_heldout_accuracy": rm_acc["accuracy"],
+              "sft_final_loss": sft["loss"], "rm_train_pairs": cut, "rm_epochs": args.rm_epochs, "rm_heldout_accuracy": rm_acc["accuracy"],
               "rm_heldout_accuracy_se": rm_acc["accuracy_se"],
               "gold_n1": mean_se(n1), f"gold_bon{args.n}_rm": mean_se(bon), f"gold_bon{args.n}_oracle": mean_se(oracle),
               "bon_minus_n1": mean_se(np.subtract(bon, n1)), "seconds": round(time.time() - t0, 1)}
