@@ -104,6 +104,10 @@ def test_files_round_trip_through_our_format(tmp_path):
     anns = [_ann(i, m, p) for m, ps in (("x", [1.0, 0.5]), ("y", [0.0, 0.25])) for i, p in enumerate(ps)]
     path = write_annotations(tmp_path / "ann.jsonl", anns)
     pd.testing.assert_frame_equal(leaderboard([path], n_boot=50), leaderboard(anns, n_boot=50))
+    # a file that does not name its model: the file name does (AlpacaEval results/<model>/...)
+    nameless = write_annotations(tmp_path / "gpt-3.5-turbo.json.gz",
+                                 [_ann(i, "", p) for i, p in enumerate([1.0, 0.0, 1.0])])
+    assert leaderboard([nameless], n_boot=0).index.tolist() == ["gpt-3.5-turbo"]
 
 
 # ----- real data: the published AlpacaEval leaderboards -----

@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from farm.errors import FarmError
 from farm.eval.stats import bootstrap_counts, percentile_interval
+from farm.eval.winrate import file_stem
 from farm.types import check_preference, from_alpaca_eval
 
 KEY = ["instruction", "input", "output_1", "output_2"]
@@ -240,13 +240,6 @@ def agreement_table(humans: pd.DataFrame, judges: dict[str, Sequence[Sequence[fl
 
 # ----- file adapters (the only place other codes appear) -----
 
-def _name_of(path: str | os.PathLike) -> str:
-    name = Path(path).name
-    for suffix in (".gz", ".json", ".jsonl"):
-        name = name.removesuffix(suffix)
-    return name
-
-
 def read_humans(path: str | os.PathLike) -> pd.DataFrame:
     """Human labels, one row per pair with `human` = list of P(output_2 better) (None = missing).
 
@@ -317,7 +310,7 @@ def read_judge(path: str | os.PathLike, humans: pd.DataFrame) -> tuple[str, list
     records = read_records(path)
     if not records:
         raise FarmError("no records", file=path)
-    name = _name_of(path)
+    name = file_stem(path)
     verdicts: list[list[float | None]] = [[] for _ in range(len(humans))]
     result_field = next((f for f in ("gpt_result", "pandalm_result", "result") if f in records[0]), None)
     if result_field is not None and "idx" in records[0]:
@@ -363,6 +356,6 @@ def evaluate_judges(human_path: str | os.PathLike, judge_paths: Sequence[str | o
     for path in judge_paths:
         name, verdicts = read_judge(path, humans)
         if name in judges:
-            name = _name_of(path)
+            name = file_stem(path)
         judges[name] = verdicts
     return agreement_table(humans, judges, n_boot=n_boot, seed=seed)

@@ -69,12 +69,23 @@ def to_frame(source: Source) -> pd.DataFrame:
             df = annotations_to_frame(read_annotations(path))
             if df.empty:
                 raise FarmError("no annotations in file", file=path)
-            stem = Path(path).name.split(".")[0]
-            df["generator_2"] = df["generator_2"].replace("", stem)
+            df["generator_2"] = df["generator_2"].replace("", file_stem(path))
             frames.append(df)
         return _normalise(pd.concat(frames, ignore_index=True), where=str(items[0]))
     raise FarmError("expected annotation file paths, Annotation objects or a DataFrame",
                     hint=f"got a list of {type(items[0]).__name__}")
+
+
+def file_stem(path: str | os.PathLike) -> str:
+    """A file's name without .gz/.json/.jsonl: "results/gpt-3.5-turbo.json.gz" → "gpt-3.5-turbo".
+
+    >>> file_stem("results/gpt-3.5-turbo.json.gz"), file_stem("a.b.jsonl")
+    ('gpt-3.5-turbo', 'a.b')
+    """
+    name = Path(path).name
+    for suffix in (".gz", ".json", ".jsonl"):
+        name = name.removesuffix(suffix)
+    return name
 
 
 def _normalise(df: pd.DataFrame, where: str) -> pd.DataFrame:
