@@ -332,3 +332,13 @@ def test_farm_train_cli_runs_dpo_from_files(tiny_dir, tmp_path, capsys):
                "loss=ipo", "train.per_device_batch_size=4", "train.progress=false"])
     assert rc == 0 and (tmp_path / "o" / "model" / "COMPLETE").exists()
     assert json.loads(capsys.readouterr().out)["loss_type"] == "ipo"
+
+
+def test_dropout_is_disabled_so_the_first_dpo_step_is_exactly_log2(tiny):
+    model, tok = tiny
+    for m in model.modules():  # a model trained with attention dropout
+        if hasattr(m, "attention_dropout"):
+            m.attention_dropout = 0.5
+    cfg = dpo.Config(train=TrainConfig(per_device_batch_size=8, max_steps=1, progress=False))
+    res = dpo.train(model, tok, _examples(8), cfg)
+    assert res["history"][0]["loss"] == pytest.approx(math.log(2), abs=1e-5)

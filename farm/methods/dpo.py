@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from farm.methods.common import TrainConfig, finish_run, fit, prompt_text, read_preferences
-from farm.methods.ppo import response_logprobs_tail
+from farm.methods.ppo import disable_dropout, response_logprobs_tail
 
 # ----- the losses (one small function each; per-pair losses, shape (B,)) -----
 
@@ -212,6 +212,7 @@ def train(model, tokenizer, examples: Sequence[dict], cfg: Config, ref_model=Non
     """Train `model` in place on examples {prompt, chosen, rejected} (strings; `ref` optional: precomputed
     reference log-probs [chosen, rejected]). Without `ref`, they are computed first from `ref_model`, or from
     `model` itself before any update. Returns `common.fit`'s result (steps, loss, history, model)."""
+    disable_dropout(model)  # the reference numbers come from an eval-mode forward: same forward when training
     if "tokens" not in examples[0]:
         examples = tokenize_pairs(tokenizer, examples, cfg)
     if "ref" not in examples[0]:

@@ -144,6 +144,17 @@ def collect_rollout(policy, ref_policy, tokenizer, records: Sequence[dict], scor
     return ro, {"time_generation": t1 - t0, "time_scoring": t2 - t1, "time_logprobs": time.perf_counter() - t2}
 
 
+def disable_dropout(*models) -> None:
+    """Dropout off in every module (nn.Dropout and attention dropout): the training forward must give the same
+    log-probs as the no-grad forwards that produced the behaviour/reference numbers (ratio 1, KL 0 at start)."""
+    for model in models:
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+            if isinstance(getattr(m, "attention_dropout", None), float):
+                m.attention_dropout = 0.0
+
+
 def response_logprobs_tail(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature: float = 1.0,
                            return_entropy: bool = False):
     """`maths.response_logprobs`, but the LM head runs only on the last R+1 positions (`logits_to_keep`): with a
@@ -243,6 +254,7 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
     ref_policy.requires_grad_(False).eval()
     if value_model is None:
         value_model = value_model_from_policy(policy)
+    disable_dropout(policy, value_model)
     pol_params = [p for p in policy.parameters() if p.requires_grad]
     val_params = [p for p in value_model.parameters() if p.requires_grad]
     pol_opt = torch.optim.AdamW(pol_params, lr=cfg.lr, eps=1e-5)

@@ -28,7 +28,7 @@ import torch
 
 from farm.methods import maths
 from farm.methods.common import Scorer
-from farm.methods.ppo import collect_rollout, response_logprobs_tail
+from farm.methods.ppo import collect_rollout, disable_dropout, response_logprobs_tail
 
 
 @dataclass
@@ -129,6 +129,7 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
     torch.manual_seed(cfg.seed)
     ref_policy = ref_policy if ref_policy is not None else copy.deepcopy(policy)
     ref_policy.requires_grad_(False).eval()
+    disable_dropout(policy)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, eps=1e-5)
     rng = np.random.default_rng(cfg.seed)
