@@ -1,4 +1,4 @@
-# python bench/bench_annotate.py [--latency 0.05] [--limits 8 32] [--repeats 5] [--alpaca-eval-python PATH]
+# python bench/bench_annotate.py [--cases 8@0.05 32@0.05 32@0.2] [--repeats 3] [--alpaca-eval-python PATH]
 #                                [--write-results]
 """Annotation throughput (issue #4): pairs/s against a local OpenAI-protocol server with a fixed latency, at a
 concurrency limit, for
@@ -8,11 +8,13 @@ concurrency limit, for
                parser, one pair per prompt, `openai_completions` with num_procs = the limit), pointed at the same
                server through OPENAI_BASE_URL / OPENAI_API_BASE; run with the Python of a venv where
                `pip install alpaca-eval` worked (it pins its own openai), in a subprocess;
-- raw client:  the bare openai AsyncOpenAI client with an asyncio.Semaphore(limit): what this machine and server
-               allow with zero annotation logic;
+- raw client:  the bare openai AsyncOpenAI client with an asyncio.Semaphore(limit), sending the same rendered
+               prompts: what this machine and server allow with zero annotation logic;
 - ideal:       limit / latency.
 
-The server runs in its own process (tests/fake_llm_server.py) so its threads do not share the client's GIL.
+A case is `limit@latency_seconds`. The server runs in its own process (tests/fake_llm_server.py) so its threads
+do not share the client's GIL; client and server still share this machine's cores, which caps what any client
+can reach at high limits (the raw-client column shows that cap).
 Every repeat uses fresh pairs. Medians over repeats; runs are interleaved so machine load hits all alike.
 """
 
@@ -56,19 +58,25 @@ def bench_farm(url: str, limit: int, pairs: list[Pair]) -> float:
 def bench_raw(url: str, limit: int, pairs: list[Pair]) -> float:
     import openai
 
+    from farm.annotators.judge import read_template
+    from farm.annotators.loader import load_judge, resolve_folder
+    from farm.config import read_yaml
+
+    folder = resolve_folder("gpt4o_mini_basic")
+    template = read_template(folder, load_judge(folder, read_yaml(folder / "config.yaml"), {})[0].config)
+    prompts = [template.render([p]) for p in pairs]
+
     async def main() -> float:
         client = openai.AsyncOpenAI(api_key="sk-bench", base_url=url, max_retries=0)
         sem = asyncio.Semaphore(limit)
 
-        async def one(p: Pair) -> None:
+        async def one(prompt: str) -> None:
             async with sem:
-                await client.chat.completions.create(
-                    model="gpt-4o-mini", max_tokens=8, temperature=0,
-                    messages=[{"role": "user", "content": f"{p.instruction}\n<output_a>{p.output_1}</output_a>\n"
-                                                          f"<output_b>{p.output_2}</output_b> Output (a)?"}])
+                await client.chat.completions.create(model="gpt-4o-mini", max_tokens=8, temperature=0,
+                                                     messages=[{"role": "user", "content": prompt}])
 
         start = time.perf_counter()
-        await asyncio.gather(*(one(p) for p in pairs))
+        await asyncio.gather(*(one(p) for p in prompts))
         elapsed = time.perf_counter() - start
         await client.close()
         return len(pairs) / elapsed
@@ -147,42 +155,42 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--latency", type=float, default=0.05)
-    ap.add_argument("--limits", type=int, nargs="+", default=[8, 32])
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--cases", nargs="+", default=["8@0.05", "32@0.05", "32@0.2"],
+                    help="concurrency limit @ server latency in seconds")
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--pairs-per-slot", type=int, default=25, help="pairs = limit × this (min 200)")
     ap.add_argument("--alpaca-eval-python", default=None, help="python of a venv with alpaca-eval installed")
     ap.add_argument("--write-results", action="store_true", help="replace our section of bench/RESULTS.md")
     args = ap.parse_args(argv)
     os.environ["OPENAI_API_KEY"] = "sk-bench"
-    proc, url = start_server(args.latency)
     rows = []
-    try:
-        bench_farm(url, 4, make_pairs(20, "warm-up"))  # imports and first connections out of the timings
-        for limit in args.limits:
+    for case in args.cases:
+        limit, latency = int(case.split("@")[0]), float(case.split("@")[1])
+        proc, url = start_server(latency)
+        try:
+            bench_farm(url, 4, make_pairs(20, "warm-up"))  # imports and first connections out of the timings
+            bench_raw(url, 4, make_pairs(20, "warm-up"))
             n = max(200, limit * args.pairs_per_slot)
             res: dict[str, list[float]] = {"farm": [], "raw client": [], "alpaca_eval": []}
-            ae_batches = []
-            seen = {}
+            seen, ae_batches = {}, []
             server_stats(url)
-            for rep in range(args.repeats):
-                res["farm"].append(bench_farm(url, limit, make_pairs(n, f"farm-{limit}-{rep}")))
+            for rep in range(args.repeats):  # interleaved, so load changes hit both alike
+                res["farm"].append(bench_farm(url, limit, make_pairs(n, f"farm-{case}-{rep}")))
                 seen["farm"] = server_stats(url)
-                res["raw client"].append(bench_raw(url, limit, make_pairs(n, f"raw-{limit}-{rep}")))
+                res["raw client"].append(bench_raw(url, limit, make_pairs(n, f"raw-{case}-{rep}")))
                 seen["raw client"] = server_stats(url)
-                ae_batches.append(make_pairs(n, f"ae-{limit}-{rep}"))
+                ae_batches.append(make_pairs(n, f"ae-{case}-{rep}"))
             if args.alpaca_eval_python:
                 res["alpaca_eval"] = bench_alpaca_eval(args.alpaca_eval_python, url, limit, ae_batches)
                 seen["alpaca_eval"] = server_stats(url)  # all its repeats together
-            print(f"limit {limit}: server saw {seen}", file=sys.stderr)
-            ideal = limit / args.latency
-            med = {k: statistics.median(v) for k, v in res.items() if v}
-            row = {"limit": limit, "pairs": n, "ideal": ideal, **med}
-            rows.append(row)
-            print(json.dumps({**row, "all": res}), flush=True)
-    finally:
-        proc.terminate()
-        proc.wait()
+        finally:
+            proc.terminate()
+            proc.wait()
+        print(f"{case}: server saw {seen}", file=sys.stderr)
+        med = {k: statistics.median(v) for k, v in res.items() if v}
+        row = {"limit": limit, "latency": latency, "pairs": n, "ideal": limit / latency, **med}
+        rows.append(row)
+        print(json.dumps({**row, "all": res}), flush=True)
     table = render(rows, args)
     print(table)
     if args.write_results:
@@ -191,22 +199,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(rows: list[dict], args) -> str:
-    cpu = os.cpu_count()
     lines = [SECTION, "",
-             f"`python bench/bench_annotate.py --latency {args.latency} --limits {' '.join(map(str, args.limits))} "
-             f"--repeats {args.repeats}{' --alpaca-eval-python …' if args.alpaca_eval_python else ''}` on "
-             f"{cpu} CPU cores, {time.strftime('%Y-%m-%d')}. Local OpenAI-protocol server (tests/fake_llm_server.py, "
-             f"its own process) answering every request after {args.latency * 1000:.0f} ms; one pair per request; "
-             f"medians of {args.repeats} runs of limit × {args.pairs_per_slot} pairs (≥ 200), fresh pairs each run.",
+             f"`python bench/bench_annotate.py --cases {' '.join(args.cases)} --repeats {args.repeats}"
+             f"{' --alpaca-eval-python …' if args.alpaca_eval_python else ''}` on {os.cpu_count()} CPU cores "
+             f"(shared with the server and with whatever else ran), {time.strftime('%Y-%m-%d')}. Local "
+             "OpenAI-protocol server (tests/fake_llm_server.py, its own process) answering every request after a "
+             f"fixed latency; one pair per request; medians of {args.repeats} runs of limit × "
+             f"{args.pairs_per_slot} pairs (≥ 200), fresh pairs each run.",
              "",
-             "| limit | ideal (limit/latency) | farm pairs/s | alpaca_eval pairs/s | raw openai client pairs/s "
-             "| farm / alpaca_eval | farm / ideal | farm / raw client |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| limit | latency | ideal (limit/latency) | farm pairs/s | alpaca_eval pairs/s | raw openai client "
+             "pairs/s | farm / alpaca_eval | farm / ideal | farm / raw client |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ae = r.get("alpaca_eval")
-        ae_text, ratio = (f"{ae:.1f}", f"{r['farm'] / ae:.2f}×") if ae else ("n/a", "n/a")
-        lines.append(f"| {r['limit']} | {r['ideal']:.0f} | {r['farm']:.1f} | {ae_text} | {r['raw client']:.1f} | "
-                     f"{ratio} | {r['farm'] / r['ideal']:.0%} | {r['farm'] / r['raw client']:.0%} |")
+        ae_text, ratio = (f"{ae:.1f}", f"{r['farm'] / ae:.1f}×") if ae else ("n/a", "n/a")
+        lines.append(f"| {r['limit']} | {r['latency'] * 1000:.0f} ms | {r['ideal']:.0f} | {r['farm']:.1f} | "
+                     f"{ae_text} | {r['raw client']:.1f} | {ratio} | {r['farm'] / r['ideal']:.0%} | "
+                     f"{r['farm'] / r['raw client']:.0%} |")
     return "\n".join(lines) + "\n"
 
 

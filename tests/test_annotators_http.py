@@ -280,6 +280,9 @@ def test_dataframe_helper(server):
     assert list(df["p_output_2"]) == [longer(p) for p in make_pairs(4)]
     assert {"preference", "annotator", "raw_completion", "price_per_example", "time_per_example"} <= set(df.columns)
     assert df.attrs["run"]["requests"] == 4
+    from farm.annotators import last_run
+
+    assert last_run().requests == 4 and last_run().pairs == 4
 
 
 def test_prompt_injection_cannot_close_its_block(server):
@@ -315,3 +318,16 @@ def test_shipped_folders_all_load():
             continue  # needs ../shared/data (tested in test_annotators_pool.py)
         a = load_annotator(name)
         assert a.identity()
+
+
+def test_judge_works_inside_a_running_event_loop(server):
+    """As in a notebook: the judge runs its own loop in a helper thread instead of failing."""
+    import asyncio
+
+    pairs = make_pairs(3)
+
+    async def main():
+        return judge("gpt4o_mini_basic").annotate(pairs, seed=0)
+
+    anns = asyncio.run(main())
+    assert [a.preference for a in anns] == [longer(p) for p in pairs]

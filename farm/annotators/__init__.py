@@ -12,8 +12,8 @@ parsed (its raw text is kept). See docs/annotators.md.
 """
 
 from farm.annotators.cache import Verdict, VerdictCache
-from farm.annotators.engine import AnnotationRun, annotate_frame, annotate_pairs
+from farm.annotators.engine import AnnotationRun, annotate_frame, annotate_pairs, last_run
 from farm.annotators.loader import available, load_annotator
 
 __all__ = ["AnnotationRun", "Verdict", "VerdictCache", "annotate_frame", "annotate_pairs", "available",
-           "load_annotator"]
+           "last_run", "load_annotator"]

@@ -80,6 +80,15 @@ class RunContext:
 _CONTEXT: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("farm_annotation_run", default=None)
 
 
+_LAST_RUN: list[AnnotationRun] = []
+
+
+def last_run() -> AnnotationRun | None:
+    """The `AnnotationRun` of the most recent `annotate_pairs` call in this process (for callers that did not
+    pass `run=`)."""
+    return _LAST_RUN[-1] if _LAST_RUN else None
+
+
 def current_context() -> RunContext:
     """The active run's context, or a fresh uncached one."""
     return _CONTEXT.get() or RunContext()
@@ -123,6 +132,7 @@ def annotate_pairs(pairs: Sequence[Pair], annotator: Annotator | str, *, seed: i
         annotator = load_annotator(annotator)
     pairs = list(pairs)
     run = run if run is not None else AnnotationRun()
+    _LAST_RUN[:] = [run]
     cache = None
     if cache_path is not None:
         from farm.annotators.cache import VerdictCache

@@ -37,7 +37,7 @@ from farm.annotators.noise import flip
 from farm.errors import FarmError
 from farm.types import Annotation, Annotator, Pair, pair_rng, stable_seed
 
-QualityFn = Callable[[str, str, str], dict]  # (instruction, input, output) → {"quality", "core_score", "fillers"}
+QualityFn = Callable[[str, str, str], dict]  # (instruction, input, output) → {"quality", "core_score", "penalty"}
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,14 @@ class JudgeParams:
 # evaluators_leaderboard.csv named in TARGETS. `attention`, `opinion` and `soft` are chosen by hand per judge
 # (its character); beta, length and position are fitted to (human agreement, P(prefer longer), P(prefer first)).
 PRESETS: dict[str, JudgeParams] = {
-    "human": JudgeParams(beta=2.365, length=0.439, position=0.089),
-    "gpt4_like": JudgeParams(beta=3.638, length=0.769, position=-0.003, opinion=0.5),
+    "human": JudgeParams(beta=2.366, length=0.439, position=0.089),
+    "gpt4_like": JudgeParams(beta=3.639, length=0.769, position=-0.003, opinion=0.5),
     "gpt4_turbo_like": JudgeParams(beta=0.888, length=0.063, position=0.12, opinion=0.5, soft=True),
-    "gpt4_greedy_like": JudgeParams(beta=3.127, length=0.205, position=0.217, opinion=0.5),
-    "claude_like": JudgeParams(beta=2.643, length=0.688, position=-0.059, attention=0.9, opinion=0.7),
-    "chatgpt_like": JudgeParams(beta=1.171, length=0.373, position=-0.048, attention=0.7, opinion=1.0),
-    "davinci003_like": JudgeParams(beta=2.26, length=0.976, position=-0.2, attention=0.8, opinion=0.8),
-    "llama3_70b_like": JudgeParams(beta=2.602, length=1.617, position=-0.16, attention=0.9, opinion=0.6),
+    "gpt4_greedy_like": JudgeParams(beta=3.128, length=0.205, position=0.217, opinion=0.5),
+    "claude_like": JudgeParams(beta=2.641, length=0.678, position=-0.059, attention=0.9, opinion=0.7),
+    "chatgpt_like": JudgeParams(beta=1.172, length=0.362, position=-0.048, attention=0.7, opinion=1.0),
+    "davinci003_like": JudgeParams(beta=2.253, length=0.96, position=-0.199, attention=0.8, opinion=0.8),
+    "llama3_70b_like": JudgeParams(beta=2.599, length=1.608, position=-0.16, attention=0.9, opinion=0.6),
 }
 
 # (row of evaluators_leaderboard.csv, human agreement %, P(prefer longer), P(prefer first)) — copied from
@@ -126,9 +126,8 @@ class SyntheticJudge:
         parts = self.quality_fn(pair.instruction, pair.input, output)
         if checks:
             return parts["quality"]
-        # skimming: an answer is there (or not), minus the same filler cost gold charges
-        return max(0.0, (0.7 if parts["core_score"] > 0 else 0.0) - (parts["quality"] < parts["core_score"]) * 0.04
-                   * min(parts["fillers"], 3))
+        # skimming: sees that an answer is there (or not) and the padding gold would charge, not correctness
+        return max(0.0, (0.7 if parts["core_score"] > 0 else 0.0) - parts["penalty"])
 
     def features(self, pairs: Sequence[Pair]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(viewed quality gap v2 − v1, length feature, persistent noise z) per pair; the logit is

@@ -66,8 +66,11 @@ class OpenAIChat:
             top = [{t.token: t.logprob for t in (pos.top_logprobs or [])} or {pos.token: pos.logprob}
                    for pos in content]
         usage = getattr(r, "usage", None)
+        message = choice.message
+        # a refusal has no content: keep its text as the raw answer (it parses as invalid, then is re-asked)
+        text = (message.content or getattr(message, "refusal", None) or "") if message else ""
         return Completion(
-            text=(choice.message.content or "") if choice.message else "",
+            text=text,
             top_logprobs=top,
             input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
