@@ -18,7 +18,7 @@ Memory model (per device):
   `logits_to_keep`), then fp32 copies (upcast, log-softmax output kept for
   backward, its gradient): LOGIT_COPIES_TRAIN fp32 copies at the backward peak. At 150k vocabularies this is
   often the largest single term.
-- generation: KV cache 2·L·kv_heads·head_dim·(P + R)·B_gen·d.
+- generation: KV cache 2·(L + 1)·kv_heads·head_dim·(P + R)·B_gen·d (the +1: HF's cache grows by concatenation).
 
 Time model: training FLOPs ≈ 6·N·tokens (4·N with LoRA, +2·N with checkpointing), forward-only ≈ 2·N·tokens, at an achieved FLOP/s per device
 (`--tflops`, default 40% of an H100's bf16 dense peak; on CPU `calibrate_cpu()` measures it). Autoregressive
@@ -359,9 +359,10 @@ def estimate(shape: Shape, budget: Budget) -> Estimate:
     # Generate phase: KV cache of one generation batch (+ its last-position fp32 logits).
     gen_b = (b.gen_batch_size or b.batch_size) * b.samples_per_prompt
     if b.method in ("ppo", "rloo", "best_of_n", "expert_iteration"):
-        kv = 2 * s.layers * s.kv_heads * s.hd * T * gen_b * d_act
-        add(Term("KV cache", kv, f"2·L·kv·hd·T·B_gen·d = 2·{s.layers}·{s.kv_heads}·{s.hd}·{T}·{gen_b}·{d_act}",
-                 phase="generate"))
+        # HF's DynamicCache grows by concatenation: one layer's old and new cache coexist for a moment (+1/L)
+        kv = 2 * (s.layers + 1) * s.kv_heads * s.hd * T * gen_b * d_act
+        add(Term("KV cache", kv, f"2·(L+1)·kv·hd·T·B_gen·d = 2·{s.layers + 1}·{s.kv_heads}·{s.hd}·{T}·{gen_b}·"
+                 f"{d_act}", phase="generate"))
         add(Term("generation logits", gen_b * s.vocab * 4 * 2, "B_gen·V·4·2", phase="generate"))
     # Score phase: no-grad forward of reference/reward on one batch: full logits (reference) or one block.
     # (the bf16 logits, their fp32 copy and the log-softmax; with the policy's behaviour log-probs the same)

@@ -212,3 +212,43 @@ def test_budget_from_a_train_config_and_flags_that_win(capsys):
     smaller = json.loads(capsys.readouterr().out)
     assert from_file["budget"]["batch_size"] == cfg.micro_batch_size
     assert smaller["budget"]["score_batch_size"] == 16 and smaller["peak_bytes"] < from_file["peak_bytes"]
+
+
+def _llama(V: int, h: int, L: int, I: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=V, hidden_size=h, num_hidden_layers=L, num_attention_heads=4,
+                                        num_key_value_heads=4, intermediate_size=I, max_position_embeddings=256,
+                                        tie_word_embeddings=True)).eval()
+
+
+def test_scoring_and_generation_phases_match_measured_peaks():
+    """No-grad reference scoring (the methods' response-only log-probs) and KV-cache sampling, measured."""
+    from farm.methods.ppo import response_logprobs_tail
+
+    V, h, L, I, B, P, R = 4000, 64, 2, 172, 16, 48, 40
+    shape = Shape(h, L, 4, 4, I, V)
+    g = torch.Generator().manual_seed(0)
+    prompts, responses = torch.randint(4, V, (B, P), generator=g), torch.randint(4, V, (B, R), generator=g)
+
+    def score():
+        with torch.no_grad():
+            response_logprobs_tail(_llama(V, h, L, I), prompts, torch.ones_like(prompts), responses,
+                                   torch.ones_like(responses))
+
+    def sample():
+        with torch.no_grad():
+            _llama(V, h, L, I).generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), do_sample=True,
+                                        max_new_tokens=R, min_new_tokens=R, top_k=0, pad_token_id=0, eos_token_id=1)
+
+    budget = dict(batch_size=B, prompt_len=P, response_len=R, precision="fp32", device="cpu")
+    est = estimate(shape, Budget(method="dpo", score_batch_size=B, **budget))
+    weights = shape.n_params() * 4
+    predicted = {"score": weights + next(t.bytes for t in est.terms if t.phase == "score")}
+    est = estimate(shape, Budget(method="best_of_n", **budget))
+    predicted["generate"] = weights + sum(t.bytes for t in est.terms if t.phase == "generate")
+    for phase, fn in (("score", score), ("generate", sample)):
+        measured = measure_peak_cpu(fn)
+        print(f"{phase}: measured {measured / 1e6:.2f} MB, estimated {predicted[phase] / 1e6:.2f} MB")
+        assert 0.7 <= predicted[phase] / measured <= 1.3, phase
