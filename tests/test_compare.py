@@ -1,0 +1,95 @@
+"""`farm compare` end to end on a tiny run: every artefact, resume without redoing work, notebooks execute."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from farm.errors import FarmError
+from farm.run import compare
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    run = compare(REPO / "configs" / "smoke.yaml", [f"run_dir={run_dir}", "progress=false"], log=lambda s: None)
+    return run
+
+
+def test_compare_writes_every_artefact(smoke_run):
+    d = smoke_run.dir
+    for rel in ["config.yaml", "data/sft.json", "data/pairs.jsonl", "data/preferences.jsonl", "models/sft/model",
+                "models/reward/model", "outputs/sft.json", "outputs/best_of_n.json", "outputs/dpo.json",
+                "outputs/ppo.json", "annotations/pool.jsonl", "annotations/human.jsonl", "annotations/gold.jsonl",
+                "leaderboard.csv", "correlation_pool_vs_human.csv", "overoptimisation.json", "report.md",
+                "figures/pool_vs_human.png", "figures/overoptimisation.png"]:
+        assert (d / rel).exists(), rel
+    lb = pd.read_csv(d / "leaderboard.csv", index_col=0)
+    assert set(lb.index) == {"sft", "best_of_n", "dpo", "ppo"}
+    for judge in ("pool", "human", "gold"):
+        assert lb[f"{judge}_win_rate"].between(0, 100).all()
+        assert (lb[f"{judge}_standard_error"] > 0).all()
+        assert (lb[f"{judge}_win_rate_ci_low"] <= lb[f"{judge}_win_rate"]).all()
+    corr = pd.read_csv(d / "correlation_pool_vs_human.csv", index_col=0)
+    assert {"spearman", "kendall"} <= set(corr.index)
+    n_eval = len(json.loads((d / "data" / "eval.json").read_text()))
+    assert sum(1 for _ in open(d / "annotations" / "human.jsonl")) == 4 * n_eval
+    oo = pd.read_json(d / "overoptimisation.json")
+    assert set(oo["method"]) == {"best_of_n", "ppo"}
+    assert sorted(oo[oo.method == "best_of_n"]["x"]) == [1, 2, 4]
+    report = (d / "report.md").read_text()
+    assert "| ppo |" in report and "spearman" in report
+
+
+def test_rerun_resumes_without_redoing_work(smoke_run):
+    before = json.loads((smoke_run.dir / "stages.json").read_text())
+    mtime = (smoke_run.dir / "models" / "sft" / "model").stat().st_mtime
+    logs: list[str] = []
+    compare(smoke_run.dir / "config.yaml", ["progress=false"], log=logs.append)
+    after = json.loads((smoke_run.dir / "stages.json").read_text())
+    assert after == before
+    assert (smoke_run.dir / "models" / "sft" / "model").stat().st_mtime == mtime
+    assert sum("done earlier (resumed)" in line for line in logs) == len(before)
+
+
+def test_changed_config_in_existing_run_is_refused(smoke_run):
+    with pytest.raises(FarmError, match="seed"):
+        compare(smoke_run.dir / "config.yaml", ["seed=1", "progress=false"], log=lambda s: None)
+
+
+def test_interrupted_run_resumes_from_the_stage_it_reached(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [f"run_dir={run_dir}", "progress=false", "methods=[sft]"]
+    compare(REPO / "configs" / "smoke.yaml", args, log=lambda s: None)
+    stages = json.loads((run_dir / "stages.json").read_text())
+    # forget the last stages as if the process had been killed after `evaluate`
+    for name in ("leaderboard", "overoptimisation", "report"):
+        stages.pop(name)
+    (run_dir / "stages.json").write_text(json.dumps(stages))
+    (run_dir / "report.md").unlink()
+    logs: list[str] = []
+    compare(REPO / "configs" / "smoke.yaml", args, log=logs.append)
+    assert (run_dir / "report.md").exists()
+    redone = [line.split()[0] for line in logs if line.strip().endswith("...")]
+    assert redone == ["leaderboard", "overoptimisation", "report"]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "notebooks").glob("0*.ipynb")))
+def test_notebooks_execute_on_a_run(smoke_run, name):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+    os.environ["FARM_RUN_DIR"] = str(smoke_run.dir)
+    try:
+        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+    finally:
+        os.environ.pop("FARM_RUN_DIR", None)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
