@@ -155,14 +155,14 @@ def test_batched_judge_reasks_only_the_missing_pairs(server):
 
 
 @pytest.mark.parametrize("fault", ["429", "500", "503", "reset", "malformed", "truncated", "empty_choices",
-                                   ("slow", 1.5), ("429", {"Retry-After": "0"})])
+                                   ("slow", 3.0), ("429", {"Retry-After": "0"})])
 @pytest.mark.parametrize("backend", ["openai", "anthropic"])
 def test_transient_faults_are_retried(server, fault, backend):
     name = "gpt4o_mini_basic" if backend == "openai" else "claude_haiku_basic"
     pairs = make_pairs(4)
     server.faults.extend([fault, fault])  # the first two requests fail
     run = AnnotationRun()
-    anns = annotate_pairs(pairs, judge(name, concurrency=1, timeout=0.5), run=run, progress=False)
+    anns = annotate_pairs(pairs, judge(name, concurrency=1, timeout=1.0), run=run, progress=False)
     assert [a.preference for a in anns] == [longer(p) for p in pairs]
     assert run.retries == 2 and run.requests == 6 and run.failed == 0
 
@@ -244,7 +244,7 @@ def test_concurrency_limit_is_respected_and_used(server):
     annotate_pairs(make_pairs(40), judge("gpt4o_mini_basic", concurrency=8), progress=False)
     elapsed = time.perf_counter() - start
     assert server.max_in_flight == 8
-    assert elapsed < 40 * 0.05 / 2  # well below one-at-a-time
+    assert elapsed < 40 * 0.05 * 0.75  # well below one-at-a-time (2 s), with room for a loaded machine
     server.max_in_flight = 0
     annotate_pairs(make_pairs(12, "other"), judge("gpt4o_mini_basic", concurrency=8), concurrency=3,
                    progress=False)

@@ -74,6 +74,9 @@ class RunContext:
     def advance(self, n: int = 1) -> None:
         if self.bar is not None and n:
             with self.lock:
+                r = self.run
+                self.bar.set_postfix_str(f"{r.requests} req, {r.retries} retries, {r.cache_hits} cached, "
+                                         f"{r.failed} failed, ${r.cost:.4f}", refresh=False)
                 self.bar.update(n)
 
 
