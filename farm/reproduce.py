@@ -208,7 +208,7 @@ def study_alpaca_eval_arena(data: str | os.PathLike | None = None, *, n_boot: in
     add("Spearman(their AlpacaEval 1 LC, Arena)", np.nan, ae1.reindex(common)["length_controlled_winrate"],
         ours.loc[common, "standard_error"], "same models, AlpacaEval's LC; raw SE stands in for LC SE")
     add("Spearman(our AlpacaEval 1 LC, Arena)", np.nan, ours.loc[common, "length_controlled_winrate"],
-        ours.loc[common, "standard_error"], "same models, our LC; raw SE stands in for LC SE")
+        ours.loc[common, "lc_standard_error"], "same models, our LC; interval from our LC SEs")
 
     lc = {}
     for name, theirs_table, folder in (("AlpacaEval 1", ae1, "annotations_alpaca_eval_gpt4"),

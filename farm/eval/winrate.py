@@ -273,7 +273,7 @@ def format_table(lb: pd.DataFrame, columns: Iterable[str] | None = None) -> str:
     """A fixed-width text table for the terminal."""
     cols = list(columns) if columns is not None else [c for c in (
         "win_rate", "standard_error", "win_rate_ci_low", "win_rate_ci_high", "length_controlled_winrate",
-        "n_wins", "n_wins_base", "n_draws", "n_total", "avg_length") if c in lb.columns]
+        "lc_standard_error", "n_wins", "n_wins_base", "n_draws", "n_total", "avg_length") if c in lb.columns]
     shown = lb[cols].copy()
     for c in cols:
         if pd.api.types.is_float_dtype(shown[c]):
