@@ -176,15 +176,15 @@ def _json_score(core: str, inp: str, p: dict) -> float:
 
 
 def _bullet_items(core: str) -> tuple[list[str], float]:
-    """Items of a list answer and the share of them marked with "- " (robust to lost newlines)."""
-    if "- " in core:
-        parts = [x.strip() for x in re.split(r"(?:^|\s)- ", core) if x.strip()]
-        marked = len(parts) / max(1, len(parts) + (0 if core.lstrip().startswith("- ") else 0))
-        lines = [x for x in core.splitlines() if x.strip()]
-        marked = sum(x.lstrip().startswith("- ") for x in lines) / len(lines) if len(lines) > 1 else marked
-        return [w for part in parts for w in part.split()], marked
-    items = [re.sub(r"^\s*(?:\d+[.)]|[*•])\s*", "", x) for x in re.split(r"[\n,]", core)]
-    return [w for item in items for w in item.split()], 0.0
+    """The words of a list answer and the share of its items marked "- " (robust to lost newlines)."""
+    lines = [x.strip() for x in core.splitlines() if x.strip()]
+    if len(lines) == 1 and lines[0].startswith("- "):  # "- cat - dog": a list whose newlines were lost
+        lines = ["- " + x.strip() for x in re.split(r"(?:^|\s)- ", lines[0]) if x.strip()]
+    elif len(lines) == 1:  # "cat, dog"
+        lines = [x.strip() for x in lines[0].split(",") if x.strip()]
+    marked = sum(x.startswith("- ") for x in lines) / max(1, len(lines))
+    items = [re.sub(r"^(?:[-*•]|\d+[.)])\s*", "", x) for x in lines]
+    return [w for item in items for w in item.split()], marked
 
 
 def _bullets_score(core: str, inp: str, p: dict) -> float:
@@ -340,13 +340,14 @@ def filler_penalty(n: int) -> float:
 
 @functools.lru_cache(maxsize=200_000)
 def quality_parts(instruction: str, input: str, output: str) -> dict[str, Any]:
-    """Gold quality and its parts: {quality, core_score, fillers, family}. Cached (pure function)."""
+    """Gold quality and its parts: {quality, core_score, penalty, fillers, family}. Cached (pure function)."""
     family, params = parse_instruction(instruction)
     core, n_fill = strip_fillers(output)
     core_score = family.score(core, input, params) if core else 0.0
     penalty = filler_penalty(n_fill)
     q = float(np.clip(core_score - penalty, 0.0, 1.0)) if core_score > 0 else 0.0
-    return {"quality": q, "core_score": float(core_score), "fillers": n_fill, "family": family.name}
+    return {"quality": q, "core_score": float(core_score), "penalty": penalty, "fillers": n_fill,
+            "family": family.name}
 
 
 def quality(instruction: str, input: str, output: str) -> float:
