@@ -74,3 +74,26 @@ def test_replayed_gpt4_reproduces_published_rows(shared_data, tmp_path):
                       index_col=0).loc[ours.index]
     for col in ("win_rate", "standard_error", "n_wins", "n_draws", "n_total", "avg_length"):
         np.testing.assert_allclose(ours[col], ref[col], atol=1e-6, err_msg=col)
+
+
+def test_evaluate_a_checkpoint_on_an_eval_set(tmp_path, capsys):
+    from farm.models.tiny import TinySpec, build_tiny
+
+    texts = [f"Instruction: say {w}. Response: {w} {w}" for w in ("red", "blue", "green", "cat", "dog")] * 20
+    ckpt = build_tiny(texts, tmp_path / "dpo" / "model", TinySpec(max_positions=96), seed=0)
+    eval_set = _write(tmp_path / "eval.json", [{"instruction": f"say {w}", "input": ""} for w in ("red", "dog", "sun")])
+    base = _write(tmp_path / "base.json", [{"instruction": f"say {w}", "output": "", "generator": "empty"}
+                                           for w in ("red", "dog", "sun")])
+    out = tmp_path / "out"
+    assert evaluate_main(["--checkpoint", str(ckpt), "--eval-set", eval_set, "--baseline-outputs", base,
+                          "--annotator", "longest", "--out-dir", str(out), "--max-new-tokens", "8",
+                          "--n-boot", "0", "--no-progress"]) == 0
+    outputs = json.loads((out / "outputs_dpo.json").read_text())
+    assert [o["instruction"] for o in outputs] == ["say red", "say dog", "say sun"]
+    assert {o["generator"] for o in outputs} == {"dpo"}
+    lb = pd.read_csv(out / "leaderboard.csv", index_col=0)
+    # "longest" prefers any non-empty output over the empty baseline: the win rate counts non-empty answers
+    expected = 100 * np.mean([1.0 if o["output"] else 0.5 for o in outputs])
+    assert lb.loc["dpo", "win_rate"] == pytest.approx(expected) and lb.loc["dpo", "n_total"] == 3
+    with pytest.raises(SystemExit):
+        evaluate_main(["--checkpoint", str(ckpt), "--baseline-outputs", base, "--annotator", "longest"])

@@ -2,12 +2,19 @@
 
     farm evaluate --model-outputs dpo.json ppo.json --baseline-outputs davinci003.json \
         --annotator gpt4o_mini_basic --out-dir results/eval --lc --plot results/eval/winrates.png
+    farm evaluate --checkpoint runs/x/dpo/model --eval-set eval_sets/tasks_eval.json \
+        --baseline-outputs baseline.json --annotator gold --out-dir results/eval   # generate first
 
 Outputs are AlpacaEval `model_outputs.json` files (instruction, input?, output, generator?); several files give
 several models. Each model output is joined to the baseline output of the same instruction + input and becomes
 a Pair(output_1 = baseline, output_2 = model), as in AlpacaEval. Verdicts are cached in `--out-dir/cache.sqlite`,
 so an interrupted run resumes and a re-run asks the judge nothing. Writes `annotations.jsonl` and
 `leaderboard.csv` to `--out-dir`.
+
+With `--checkpoint DIR` (repeatable) and `--eval-set FILE` (records with instruction, input?), each checkpoint
+first answers the eval set (greedy unless `--temperature` > 0; `farm.models.generation`), and its outputs are
+written to `--out-dir/outputs_<name>.json` (AlpacaEval format, generator = the checkpoint's folder name, or its
+parent's when the folder is called `model`) before being judged like any other model outputs.
 """
 
 from __future__ import annotations
@@ -68,10 +75,42 @@ def build_pairs(model_files: Sequence[str | Path], baseline_file: str | Path,
     return pairs, skipped
 
 
+def checkpoint_name(path: str | Path) -> str:
+    """runs/x/dpo/model → dpo; runs/x/dpo → dpo."""
+    p = Path(path).resolve()
+    return p.parent.name if p.name in ("model", "final") else p.name
+
+
+def generate_outputs(checkpoint: str | Path, eval_set: str | Path, out_path: Path, *, max_new_tokens: int,
+                     temperature: float, seed: int, progress: bool) -> Path:
+    """Answer every instruction of the eval set with the checkpoint; write AlpacaEval model_outputs.json."""
+    from farm.io import read_records, write_model_outputs
+    from farm.models.generation import generate_texts
+    from farm.models.loading import load_causal_lm
+
+    records = read_records(eval_set)
+    if not records:
+        raise FarmError("empty eval set", file=eval_set)
+    for i, r in enumerate(records, 1):
+        if not isinstance(r.get("instruction"), str):
+            raise FarmError("missing required field", file=eval_set, line=i, field="instruction")
+    model, tokenizer = load_causal_lm(str(checkpoint), device="auto")
+    texts = generate_texts(model, tokenizer, records, max_new_tokens=max_new_tokens, greedy=temperature <= 0,
+                           temperature=max(temperature, 1e-5), seed=seed, progress=progress)
+    name = checkpoint_name(checkpoint)
+    return write_model_outputs(out_path, [{"instruction": r["instruction"], "input": r.get("input", "") or "",
+                                           "output": t, "generator": name} for r, t in zip(records, texts)])
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="farm evaluate", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-outputs", nargs="+", required=True, help="AlpacaEval model_outputs.json file(s)")
+    p.add_argument("--model-outputs", nargs="+", default=[], help="AlpacaEval model_outputs.json file(s)")
+    p.add_argument("--checkpoint", action="append", default=[], help="a model folder to generate outputs from "
+                   "(repeatable; needs --eval-set)")
+    p.add_argument("--eval-set", help="instructions for --checkpoint (JSON/JSONL: instruction, input?)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="generation length for --checkpoint")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default) for --checkpoint")
     p.add_argument("--baseline-outputs", required=True, help="the baseline's model_outputs.json")
     p.add_argument("--annotator", required=True, help="judge or pool: a name in annotator_prompts/, a folder, "
                    "or a simulated judge (see `farm ls`)")
@@ -84,8 +123,20 @@ def main(argv: list[str]) -> int:
     p.add_argument("--plot", help="write a PNG of win rates with 95%% intervals")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if not args.model_outputs and not args.checkpoint:
+        p.error("give --model-outputs and/or --checkpoint")
+    if args.checkpoint and not args.eval_set:
+        p.error("--checkpoint needs --eval-set")
+    out_dir = Path(args.out_dir)
+    model_files = list(args.model_outputs)
+    for ckpt in args.checkpoint:
+        path = out_dir / f"outputs_{checkpoint_name(ckpt)}.json"
+        model_files.append(str(generate_outputs(ckpt, args.eval_set, path, max_new_tokens=args.max_new_tokens,
+                                                temperature=args.temperature, seed=args.seed,
+                                                progress=not args.no_progress)))
+        print(f"wrote {path}")
 
-    pairs, skipped = build_pairs(args.model_outputs, args.baseline_outputs, args.max_instructions)
+    pairs, skipped = build_pairs(model_files, args.baseline_outputs, args.max_instructions)
     for model, n in skipped.items():
         print(f"farm evaluate: {model}: {n} output(s) have no baseline output for their instruction; skipped",
               file=sys.stderr)
@@ -93,7 +144,6 @@ def main(argv: list[str]) -> int:
     from farm.annotators import AnnotationRun, annotate_pairs, load_annotator
 
     judge = load_annotator(args.annotator)
-    out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = AnnotationRun()
     annotations = annotate_pairs(pairs, judge, seed=args.seed, cache_path=args.cache or out_dir / "cache.sqlite",
