@@ -84,10 +84,11 @@ def test_leaderboard_cli_writes_csv_and_pngs(tmp_path, capsys):
     published = tmp_path / "published.csv"
     leaderboard(files, n_boot=0).to_csv(published)
     rc = leaderboard_main([*files, "--lc", "--out", str(csv), "--plot", str(png), "--length-plot", str(png2),
-                           "--n-boot", "200", "--compare", str(published), "--paired", "m3", "m1"])
+                           "--n-boot", "200", "--compare", str(published), "--paired", "m3", "m1",
+                           "--compare-annotations", *files])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "spearman" in printed and "p_value_t" in printed
+    assert "spearman" in printed and "p_value_t" in printed and "bootstrap interval over instructions" in printed
     saved = pd.read_csv(csv, index_col=0)
     expected = leaderboard(files, n_boot=200, lc=True, sort_by="length_controlled_winrate")
     pd.testing.assert_frame_equal(saved, expected, check_dtype=False, check_names=False)

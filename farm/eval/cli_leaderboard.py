@@ -3,6 +3,7 @@
     farm leaderboard results/*/annotations.json.gz --lc --out leaderboard.csv --plot winrates.png
     farm leaderboard ann.jsonl --compare published_leaderboard.csv      # rank correlation with a published CSV
     farm leaderboard ann.jsonl --paired dpo ppo                         # paired test of two models
+    farm leaderboard simulated/*.jsonl --compare-annotations human/*.jsonl   # rank correlation, bootstrap
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sort", default=None, help="column to sort by (default win_rate, or LC with --lc)")
     p.add_argument("--compare", metavar="CSV", help="also print Spearman/Kendall with this leaderboard CSV "
                    "(interval from both tables' standard errors)")
+    p.add_argument("--compare-annotations", nargs="+", metavar="FILE",
+                   help="also print Spearman/Kendall with the leaderboard of these annotation files (e.g. human "
+                        "labels of the same outputs), bootstrap over instructions shared by both")
     p.add_argument("--paired", nargs=2, metavar=("MODEL_A", "MODEL_B"),
                    help="also print a paired comparison (bootstrap and t-test) of two models")
     return p
@@ -62,6 +66,13 @@ def main(argv: list[str]) -> int:
         corr = correlate_tables(lb, other, seed=args.seed)
         print(f"\nrank correlation with {args.compare} on {int(corr['n_models'].iloc[0])} common models "
               f"(95% interval from both tables' SEs):")
+        print(corr[["value", "ci_low", "ci_high"]].round(3).to_string())
+    if args.compare_annotations:
+        from farm.eval.correlation import correlate_annotations
+
+        corr = correlate_annotations(frame, args.compare_annotations, n_boot=max(args.n_boot, 100), seed=args.seed)
+        print(f"\nrank correlation with the leaderboard of {len(args.compare_annotations)} other annotation file(s) "
+              f"on {int(corr['n_models'].iloc[0])} common models (95% bootstrap interval over instructions):")
         print(corr[["value", "ci_low", "ci_high"]].round(3).to_string())
     if args.paired:
         row = compare_models(frame, *args.paired, seed=args.seed)
