@@ -488,8 +488,8 @@ def _from_train_config(path: str, method: str | None) -> tuple[str, Any]:
 
     first = Path(path).read_text().splitlines()[:1] if Path(path).exists() else []
     words = first[0].split() if first else []
-    if method is None and words[:3] == ["#", "farm", "train"] and len(words) > 3:
-        method = words[3]
+    if method is None and "train" in words[:-1] and words[:1] == ["#"]:  # "# ... farm[.cli] train METHOD ..."
+        method = words[words.index("train") + 1]
     if method is None:
         raise FarmError("cannot tell the method of this config", file=path, hint="add --method NAME")
     return method, load_config(load_method(method).Config, path)
