@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -242,54 +239,6 @@ def test_expert_iteration_round_changes_every_parameter(tiny, tmp_path):
     assert all(h.get("resumed") for h in again["rounds"])  # finished rounds are not redone
 
 
-# ----- 2 processes (gloo) == 1 process for the same global batch -----
-
-WORKER = """
-import json, sys, torch
-from accelerate import Accelerator
-from farm.methods.common import TrainConfig
-from farm.methods.sft import train_sft
-from farm.models.loading import load_causal_lm
-
-path, out, per_device, data = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-acc = Accelerator(cpu=True)  # under torchrun: gloo process group
-model, tok = load_causal_lm(path, device="cpu")
-tc = TrainConfig(lr=0.5, optimizer="sgd", per_device_batch_size=per_device, max_steps=2, max_grad_norm=1.0,
-                 schedule="constant", warmup_ratio=0, progress=False)
-r = train_sft(model.double(), tok, json.load(open(data)), tc, accelerator=acc)
-if acc.is_main_process:
-    torch.save({"world": acc.num_processes, **r["model"].state_dict()}, out)
-"""
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_cpu_processes_give_the_same_update_as_one(tiny, tmp_path):
-    (tmp_path / "worker.py").write_text(WORKER)
-    (tmp_path / "data.json").write_text(json.dumps(RECORDS[:16]))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [str(tmp_path / "worker.py"), tiny]
-    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                               "--master_port", str(_free_port()), *args, str(tmp_path / "two.pt"), "4",
-                               str(tmp_path / "data.json")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT),
-             subprocess.Popen([sys.executable, *args, str(tmp_path / "one.pt"), "8", str(tmp_path / "data.json")],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)]  # concurrently: startup dominates
-    for p in procs:
-        log = p.communicate(timeout=300)[0].decode(errors="replace")
-        assert p.returncode == 0, log[-3000:]
-    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
-    assert (one.pop("world"), two.pop("world")) == (1, 2)
-    init = load_causal_lm(tiny, device="cpu")[0].state_dict()
-    assert any(not torch.equal(one[k].float(), init[k]) for k in one)  # two SGD steps moved the weights
-    _assert_same(one, two, atol=1e-9)
-
-
 # ----- the command line -----
 
 def test_farm_train_cli_runs_sft_reward_and_best_of_n_from_files(tiny, tmp_path, capsys):
@@ -315,3 +264,44 @@ def test_farm_train_cli_runs_sft_reward_and_best_of_n_from_files(tiny, tmp_path,
                  "max_new_tokens=6", "device=cpu"]) == 0
     assert len(read_model_outputs(tmp_path / "bon" / "model_outputs.json")) == 16
     assert main(["train", "sft", "polcy=x"]) == 2 and "did you mean 'policy'" in capsys.readouterr().err
+
+
+# ----- LoRA (peft) -----
+
+@pytest.mark.parametrize("method", ["sft", "reward"])
+def test_lora_trains_only_adapters_resumes_and_saves_a_merged_model(tiny, tmp_path, method):
+    pytest.importorskip("peft")
+    from farm.config import from_dict
+    from farm.io import write_records
+    from farm.methods import load_method
+    from farm.methods.common import maybe_lora
+
+    module = load_method(method)
+    if method == "sft":
+        write_records(tmp_path / "data.jsonl", RECORDS[:16])
+        load = load_causal_lm
+    else:
+        write_records(tmp_path / "data.jsonl", [{"instruction": p["instruction"], "output_1": p["rejected"],
+                                                 "output_2": p["chosen"], "p_output_2": 1.0} for p in PREFS[:20]])
+        load = load_scalar_model
+    train = {"lr": 1e-2, "per_device_batch_size": 8, "max_steps": 2, "lora_r": 4, "progress": False}
+
+    def cfg(out, **kw):
+        extra = {"max_len": 64, "eval_fraction": 0.2} if method == "reward" else {}
+        return from_dict(module.Config, {"policy": tiny, "data": str(tmp_path / "data.jsonl"),
+                                         "output_dir": str(tmp_path / out), **extra, "train": {**train, **kw}})
+
+    m = maybe_lora(load(tiny, device="cpu")[0], cfg("x").train)
+    trainable = {k for k, p in m.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in k or "score" in k for k in trainable)
+    module.run(cfg("a"))
+    module.run(cfg("b", stop_at_step=1))
+    assert not (tmp_path / "b" / "model").exists()  # stopped early: only the checkpoint
+    module.run(cfg("b"))
+    init = _params(load(tiny, device="cpu")[0])
+    a, b = _params(load(str(tmp_path / "a" / "model"), device="cpu")[0]), _params(load(str(tmp_path / "b" / "model"),
+                                                                                         device="cpu")[0])
+    assert set(a) == set(init)  # merged: a plain transformers model again
+    assert not torch.equal(a["model.layers.0.self_attn.q_proj.weight"], init["model.layers.0.self_attn.q_proj.weight"])
+    assert torch.equal(a["model.layers.0.mlp.up_proj.weight"], init["model.layers.0.mlp.up_proj.weight"])  # no adapter
+    _assert_same(a, b, atol=1e-6)  # resumed == uninterrupted

@@ -17,7 +17,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -249,6 +249,14 @@ class TrainConfig:
     """recompute activations in backward (less memory, ~30% slower)"""
     progress: bool = True
     """tqdm progress bar (only on a TTY)"""
+    lora_r: int = 0
+    """LoRA rank (0 = full fine-tuning); needs `pip install peft`; the saved model has the adapter merged"""
+    lora_alpha: float = 16.0
+    """LoRA scale numerator (scale = alpha / r)"""
+    lora_dropout: float = 0.0
+    """dropout on the LoRA input"""
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """module names that get adapters (Llama/Qwen/Mistral naming)"""
 
     def __post_init__(self):
         if self.optimizer not in ("adamw", "sgd"):
@@ -295,6 +303,32 @@ def make_accelerator(tc: TrainConfig):
     return Accelerator(cpu=pick_device(tc.device) == "cpu")
 
 
+def maybe_lora(model, tc: TrainConfig):
+    """`model` wrapped with LoRA adapters when tc.lora_r > 0 (base weights frozen; a scalar model's head stays
+    trainable), else `model` unchanged. peft is imported only here."""
+    if tc.lora_r <= 0:
+        return model
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise FarmError("train.lora_r > 0 needs peft", field="train.lora_r", hint="pip install peft") from None
+    seq_cls = type(model).__name__.endswith("ForSequenceClassification")
+    cfg = LoraConfig(r=tc.lora_r, lora_alpha=tc.lora_alpha, lora_dropout=tc.lora_dropout,
+                     target_modules=list(tc.lora_targets), task_type="SEQ_CLS" if seq_cls else "CAUSAL_LM")
+    import torch
+
+    from farm.types import stable_seed
+
+    with torch.random.fork_rng(devices=[]):  # adapter init from the run's seed, not from whatever ran before
+        torch.manual_seed(stable_seed(tc.seed, "lora"))
+        return get_peft_model(model, cfg)
+
+
+def merged(model):
+    """A plain transformers model: LoRA adapters merged into the base weights (no-op without LoRA)."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
 def weights_dtype(tc: TrainConfig) -> str:
     """The dtype name to load weights in for `tc.device`: load on CPU in it, and let `fit` move the model (so
     every process of a multi-GPU launch does not first land on cuda:0)."""
@@ -319,6 +353,8 @@ def _save_checkpoint(ckpt: Path, model, tokenizer, optimizer, scheduler, step: i
     save_model(model, tokenizer, ckpt, extra_files={"step.txt": f"{step}\n"})
     state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "torch_rng": torch.get_rng_state(), "extra": extra}
+    if hasattr(model, "peft_config"):  # the folder holds only the adapter: keep every trainable tensor here
+        state["trainable"] = {k: v.detach().cpu() for k, v in model.named_parameters() if v.requires_grad}
     with atomic_open(ckpt.parent / f"{ckpt.name}.state.pt", "wb") as f:
         torch.save(state, f)
 
@@ -336,15 +372,20 @@ def _load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> tuple[int, dict
     state = torch.load(state_file, weights_only=False, map_location="cpu")
     if str(state["step"]) != (ckpt / "step.txt").read_text().strip():
         return None  # killed between the two writes: the model is newer than the state; start over
-    weights: dict = {}
-    for f in sorted(ckpt.glob("*.safetensors")):
-        weights.update(load_file(str(f)))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    if unexpected or [k for k in missing if k not in tied and "lm_head" not in k]:
-        raise FarmError("checkpoint does not match the model", file=ckpt, hint="delete it to start over")
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
+    if "trainable" in state:  # LoRA: base weights are frozen and unchanged
+        missing, unexpected = model.load_state_dict(state["trainable"], strict=False)
+        if unexpected or set(state["trainable"]) - {k for k, _ in model.named_parameters()}:
+            raise FarmError("checkpoint does not match the model", file=ckpt, hint="delete it to start over")
+    else:
+        weights: dict = {}
+        for f in sorted(ckpt.glob("*.safetensors")):
+            weights.update(load_file(str(f)))
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        tied = set(getattr(model, "_tied_weights_keys", None) or [])
+        if unexpected or [k for k in missing if k not in tied and "lm_head" not in k]:
+            raise FarmError("checkpoint does not match the model", file=ckpt, hint="delete it to start over")
+        if hasattr(model, "tie_weights"):
+            model.tie_weights()
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
@@ -364,7 +405,8 @@ def fit(model, tokenizer, examples: Sequence, make_batch: Callable[[list], tuple
     loss_fn(model, batch) → (sum of the loss over those units, {name: float}). Each step's gradient is
     Σ loss / (global number of units in the step), the same for any split into micro-batches and processes.
     With `out_dir`, checkpoints go to out_dir/checkpoint and a re-run resumes there deterministically.
-    Returns {"steps", "loss" (last step's), "history": [per-step dicts]}.
+    Returns {"steps" done, "total_steps", "finished", "loss" (last step's), "history" (per-step dicts, kept
+    across resumes), "model" (unwrapped)}.
     """
     import numpy as np
     import torch
@@ -473,6 +515,6 @@ def finish_run(out_dir: PathLike, result: dict, tokenizer, extra: dict[str, Any]
     metrics = {k: v for k, v in result.items() if k != "model"}
     metrics.update(extra)
     if result["finished"] and PartialState().is_main_process:
-        metrics["model_dir"] = str(save_model(result["model"], tokenizer, Path(out_dir) / "model"))
+        metrics["model_dir"] = str(save_model(merged(result["model"]), tokenizer, Path(out_dir) / "model"))
         write_metrics(out_dir, metrics)
     return metrics

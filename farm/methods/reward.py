@@ -22,6 +22,7 @@ from farm.methods.common import (
     TrainConfig,
     finish_run,
     fit,
+    maybe_lora,
     read_preferences,
     sequence_rewards,
     tokenize_sft,
@@ -148,6 +149,7 @@ def run(cfg: Config) -> dict[str, Any]:
     if cfg.max_eval:
         heldout = heldout[:cfg.max_eval]
     model, tok = load_scalar_model(cfg.policy, device="cpu", dtype=weights_dtype(cfg.train))
+    model = maybe_lora(model, cfg.train)  # LoRA when train.lora_r > 0
     result = train_reward_model(model, tok, train, cfg.train, max_len=cfg.max_len, style=cfg.style,
                                 margin=cfg.margin, center_coef=cfg.center_coef, out_dir=cfg.output_dir)
     extra: dict[str, Any] = {"n_train_pairs": len(train)}

@@ -19,6 +19,7 @@ from farm.methods.common import (
     TrainConfig,
     finish_run,
     fit,
+    maybe_lora,
     read_instructions,
     tokenize_sft,
     weights_dtype,
@@ -79,6 +80,6 @@ def run(cfg: Config) -> dict[str, Any]:
 
     records = read_instructions(cfg.data, need_output=True)
     model, tok = load_causal_lm(cfg.policy, device="cpu", dtype=weights_dtype(cfg.train))
-    result = train_sft(model, tok, records, cfg.train, max_len=cfg.max_len, style=cfg.style,
-                       out_dir=cfg.output_dir)
+    model = maybe_lora(model, cfg.train)  # LoRA when train.lora_r > 0
+    result = train_sft(model, tok, records, cfg.train, max_len=cfg.max_len, style=cfg.style, out_dir=cfg.output_dir)
     return finish_run(cfg.output_dir, result, tok, {"n_examples": len(records)})
