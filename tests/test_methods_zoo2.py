@@ -342,3 +342,29 @@ def test_dropout_is_disabled_so_the_first_dpo_step_is_exactly_log2(tiny):
     cfg = dpo.Config(train=TrainConfig(per_device_batch_size=8, max_steps=1, progress=False))
     res = dpo.train(model, tok, _examples(8), cfg)
     assert res["history"][0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+
+
+def test_ppo_run_resumes_exactly_where_it_stopped(tiny_dir, tmp_path):
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+
+    calls: list[int] = []
+
+    def counted(instruction: str, input: str, output: str) -> float:
+        calls.append(1)
+        return digit_fraction(instruction, input, output)
+
+    def run(out: str, steps: int) -> list[dict]:
+        calls.clear()
+        cfg = ppo.Config(policy=str(tiny_dir), prompts=str(tmp_path / "prompts.jsonl"), output_dir=str(tmp_path / out),
+                         steps=steps, rollout_batch_size=8, minibatch_size=4, micro_batch_size=4, max_new_tokens=6,
+                         save_every=2, lr=3e-3, progress=False)
+        ppo.run(cfg, scorer=FunctionScorer(counted))
+        return [json.loads(line) for line in (tmp_path / out / "metrics.jsonl").read_text().splitlines()]
+
+    straight = run("a", 4)
+    run("b", 2)  # "killed" after step 2 ...
+    resumed = run("b", 4)  # ... and re-run with the same command
+    assert len(calls) == 2 * 8  # only iterations 3 and 4 were run (8 rollouts each)
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    for key in ("reward", "kl", "policy_loss", "value_loss", "entropy"):
+        assert [r[key] for r in resumed] == pytest.approx([r[key] for r in straight], rel=1e-5, abs=1e-7), key

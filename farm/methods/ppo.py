@@ -239,12 +239,13 @@ def _whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Config, *, ref_policy=None,
           value_model=None, log: Callable[[dict], None] | None = None,
-          on_step: Callable[[int, Any], None] | None = None) -> list[dict]:
+          on_step: Callable[[int, Any, Any, dict], None] | None = None, resume: dict | None = None) -> list[dict]:
     """Run `cfg.steps` PPO iterations on instruction `records` (instruction, input; or a verbatim `prompt`), in
-    place on `policy` and
-    `value_model`. `ref_policy` defaults to a frozen copy of the starting policy; `value_model` to a scalar
-    model on the policy's backbone (head at zero). Returns one metrics dict per iteration (also sent to `log`);
-    `on_step(step, policy)` is called after each iteration (checkpoints)."""
+    place on `policy` and `value_model`. `ref_policy` defaults to a frozen copy of the starting policy;
+    `value_model` to a scalar model on the policy's backbone (head at zero). Returns one metrics dict per
+    iteration (also sent to `log`). After each iteration `on_step(step, policy, value_model, state)` gets the
+    loop state (optimisers, KL coefficient, RNG streams, history); passing that `state` back as `resume` (with
+    the models restored) continues the run exactly where it stopped."""
     import copy
 
     from tqdm.auto import tqdm
@@ -262,7 +263,13 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
     kl_ctl = KLController(cfg.kl_coef, cfg.kl_target if cfg.adaptive_kl else None, cfg.kl_horizon)
     rng = np.random.default_rng(cfg.seed)
     history: list[dict] = []
-    for step in tqdm(range(1, cfg.steps + 1), desc="ppo", disable=not cfg.progress, leave=False):
+    if resume:
+        pol_opt.load_state_dict(resume["pol_opt"])
+        val_opt.load_state_dict(resume["val_opt"])
+        kl_ctl.value, rng.bit_generator.state = resume["kl_coef"], resume["rng"]
+        torch.set_rng_state(resume["torch_rng"])
+        history = list(resume["history"])
+    for step in tqdm(range(len(history) + 1, cfg.steps + 1), desc="ppo", disable=not cfg.progress, leave=False):
         batch = [records[i] for i in rng.choice(len(records), cfg.rollout_batch_size,
                                                 replace=len(records) < cfg.rollout_batch_size)]
         ro, timing = collect_rollout(policy, ref_policy, tokenizer, batch, scorer, style=cfg.prompt_style,
@@ -293,7 +300,10 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
         if log:
             log(row)
         if on_step:
-            on_step(step, policy)
+            on_step(step, policy, value_model, {"step": step, "pol_opt": pol_opt.state_dict(),
+                                                "val_opt": val_opt.state_dict(), "kl_coef": kl_ctl.value,
+                                                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                                                "history": history})
     return history
 
 
@@ -358,11 +368,13 @@ def value_model_from_policy(policy):
 
 def run(cfg: Config, scorer: Scorer | None = None) -> dict[str, Any]:
     """Read `cfg.prompts`, train from `cfg.policy` against `scorer` (default: `cfg.reward_model`), write
-    `model/`, `metrics.jsonl` (per-iteration reward, KL, ... for over-optimisation curves) under `cfg.output_dir`."""
+    `model/`, `metrics.jsonl` (per-iteration reward, KL, ... for over-optimisation curves) under `cfg.output_dir`.
+    With `save_every`, policy snapshots go to `checkpoints/step_k` and a resumable `checkpoint/` (policy, value
+    model, loop state) is kept: re-running the same command continues from it."""
     from farm.errors import FarmError
-    from farm.io import atomic_write_text
+    from farm.io import atomic_open, atomic_write_text
     from farm.methods.common import RewardModelScorer, read_instructions
-    from farm.models.loading import load_causal_lm, load_scalar_model, save_model
+    from farm.models.loading import is_complete_checkpoint, load_causal_lm, load_scalar_model, save_model
 
     if not cfg.policy or not cfg.prompts:
         raise FarmError("ppo needs `policy` and `prompts`", field="policy" if not cfg.policy else "prompts")
@@ -377,18 +389,31 @@ def run(cfg: Config, scorer: Scorer | None = None) -> dict[str, Any]:
                    if value_init else None)
     records = read_instructions(cfg.prompts)
     out = Path(cfg.output_dir)
-    lines: list[str] = []
+    ckpt = out / "checkpoint"
+    resume = None
+    if (ckpt / "state.pt").exists() and all(is_complete_checkpoint(ckpt / m) for m in ("policy", "value")):
+        state = torch.load(ckpt / "state.pt", weights_only=False, map_location="cpu")
+        if all((ckpt / m / "step.txt").read_text().strip() == str(state["step"]) for m in ("policy", "value")):
+            policy, _ = load_causal_lm(str(ckpt / "policy"), device=cfg.device, dtype=cfg.dtype, tokenizer=tok)
+            value_model, _ = load_scalar_model(str(ckpt / "value"), device=cfg.device, dtype=cfg.dtype, tokenizer=tok)
+            resume = state  # else killed between the writes: start over
+    lines: list[str] = [json.dumps(r) for r in (resume or {}).get("history", [])]
 
     def log(row: dict) -> None:
         lines.append(json.dumps(row))
         atomic_write_text(out / "metrics.jsonl", "\n".join(lines) + "\n")
 
-    def on_step(step: int, model) -> None:
+    def on_step(step: int, model, value, state: dict) -> None:
         if cfg.save_every and step % cfg.save_every == 0:
-            save_model(model, tok, out / "checkpoints" / f"step_{step}")
+            save_model(model, tok, out / "checkpoints" / f"step_{step}")  # for over-optimisation curves
+            # resumable state: both models (with their step), then the loop state last; resume checks they agree
+            save_model(model, tok, ckpt / "policy", extra_files={"step.txt": f"{step}\n"})
+            save_model(value, tok, ckpt / "value", extra_files={"step.txt": f"{step}\n"})
+            with atomic_open(ckpt / "state.pt", "wb") as f:
+                torch.save(state, f)
 
     history = train(policy, tok, records, scorer, cfg, ref_policy=ref, value_model=value_model, log=log,
-                    on_step=on_step)
+                    on_step=on_step, resume=resume)
     save_model(policy, tok, out / "model")
     last = history[-1]
     return {"model": str(out / "model"), "metrics": str(out / "metrics.jsonl"), "steps": len(history),
