@@ -263,6 +263,12 @@ def test_farm_train_cli_runs_sft_reward_and_best_of_n_from_files(tiny, tmp_path,
                  f"reward_model={tmp_path / 'rm' / 'model'}", f"output_dir={tmp_path / 'bon'}", "n=2",
                  "max_new_tokens=6", "device=cpu"]) == 0
     assert len(read_model_outputs(tmp_path / "bon" / "model_outputs.json")) == 16
+    # a tournament judged by a named annotator (the world's rule judge that prefers the longer output)
+    assert main(["train", "best_of_n", f"policy={tmp_path / 'sft' / 'model'}", f"prompts={tmp_path / 'sft.jsonl'}",
+                 "annotator=longest", f"output_dir={tmp_path / 'bon_judge'}", "n=4", "max_new_tokens=6",
+                 "device=cpu"]) == 0
+    outs = read_model_outputs(tmp_path / "bon_judge" / "model_outputs.json")
+    assert len(outs) == 16 and (tmp_path / "bon_judge" / "annotations.sqlite").exists()
     assert main(["train", "sft", "polcy=x"]) == 2 and "did you mean 'policy'" in capsys.readouterr().err
 
 

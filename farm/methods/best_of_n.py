@@ -33,7 +33,8 @@ class Config:
     reward_model: str = ""
     """sequence-classification folder used as the scorer (give this or `annotator`)"""
     annotator: str = ""
-    """name of a judge/pool for a pairwise knockout tournament instead of a reward model"""
+    """judge/pool name or folder (farm.annotators.load_annotator) for a pairwise knockout tournament instead of a
+    reward model; verdicts cached in output_dir/annotations.sqlite"""
     n: int = 16
     """candidates per prompt"""
     temperature: float = 1.0
@@ -61,13 +62,15 @@ def pick_best(scores: Sequence[float], n: int) -> list[int]:
     return [g * n + max(range(n), key=lambda j: (scores[g * n + j], -j)) for g in range(len(scores) // n)]
 
 
-def knockout(annotator, records: Sequence[dict], candidates: Sequence[Sequence[str]], seed: int = 0) -> list[int]:
+def knockout(annotator, records: Sequence[dict], candidates: Sequence[Sequence[str]], seed: int = 0,
+             cache_path: str | None = None) -> list[int]:
     """Winner index per record of a single-elimination tournament among its candidates, judged by `annotator`
-    (the Annotator protocol: pairs → annotations with p = P(output_2 better)). All matches of a round across
-    records go to the judge in one batch. An invalid verdict keeps the first-shown candidate; an odd one out
-    gets a bye."""
+    (an Annotator or a judge/pool name; p = P(output_2 better)) through `farm.annotators.annotate_pairs`
+    (cached in `cache_path` if given). All matches of a round across records go to the judge in one batch.
+    An invalid verdict keeps the first-shown candidate; an odd one out gets a bye."""
     import numpy as np
 
+    from farm.annotators import annotate_pairs  # lazily: the judges' stack is not needed for scorer-based BoN
     from farm.types import Pair
 
     rng = np.random.default_rng(seed)
@@ -82,7 +85,7 @@ def knockout(annotator, records: Sequence[dict], candidates: Sequence[Sequence[s
                 rec = records[r]
                 pairs.append(Pair(rec["instruction"], candidates[r][i], candidates[r][j], input=rec.get("input", ""),
                                   id=f"bon-{r}-{round_}-{i}-{j}"))
-        verdicts = annotator.annotate(pairs, seed=seed)
+        verdicts = annotate_pairs(pairs, annotator, seed=seed, cache_path=cache_path, progress=False)
         winners: dict[int, list[int]] = {r: [] for r in range(len(alive))}
         for (r, i, j), ann in zip(matches, verdicts):
             p = ann.preference
@@ -94,7 +97,8 @@ def knockout(annotator, records: Sequence[dict], candidates: Sequence[Sequence[s
 
 def best_of_n(model, tokenizer, records: Sequence[dict], n: int, scorer: Scorer | None = None, *, annotator=None,
               temperature: float = 1.0, max_new_tokens: int = 128, batch_size: int = 16, style: str = "alpaca",
-              seed: int = 0, generator: str | None = None, progress: bool = False) -> list[dict[str, Any]]:
+              seed: int = 0, generator: str | None = None, progress: bool = False,
+              annotator_cache: str | None = None) -> list[dict[str, Any]]:
     """For each record (instruction, input): sample n responses and keep the best by `scorer` (highest score)
     or by a knockout tournament judged by `annotator`. Returns AlpacaEval model_outputs records
     (instruction, input, output, generator) with `score` (the scorer's; None for a tournament), `candidates`."""
@@ -111,20 +115,11 @@ def best_of_n(model, tokenizer, records: Sequence[dict], n: int, scorer: Scorer 
         best = [i - g * n for g, i in enumerate(pick_best(scores, n))]
         best_scores: list[float | None] = [scores[g * n + b] for g, b in enumerate(best)]
     else:
-        best = knockout(annotator, records, groups, seed)
+        best = knockout(annotator, records, groups, seed, annotator_cache)
         best_scores = [None] * len(records)
     name = generator or f"best_of_{n}"
     return [{"instruction": r["instruction"], "input": r.get("input", ""), "output": groups[g][best[g]],
              "generator": name, "score": best_scores[g], "candidates": n} for g, r in enumerate(records)]
-
-
-def _load_annotator(name: str):
-    try:
-        from farm.annotators import load_annotator  # written by the annotators engineer; optional here
-    except ImportError:
-        raise FarmError("annotator tournaments need farm.annotators.load_annotator, which this version lacks",
-                        field="annotator", hint="use reward_model instead") from None
-    return load_annotator(name)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -140,8 +135,9 @@ def run(cfg: Config) -> dict[str, Any]:
     records = read_instructions(cfg.prompts)
     model, tok = load_causal_lm(cfg.policy, device=cfg.device)
     scorer = RewardModelScorer(cfg.reward_model, device=cfg.device, style=cfg.style) if cfg.reward_model else None
-    annotator = _load_annotator(cfg.annotator) if cfg.annotator else None
-    outputs = best_of_n(model, tok, records, cfg.n, scorer, annotator=annotator, temperature=cfg.temperature,
+    outputs = best_of_n(model, tok, records, cfg.n, scorer, annotator=cfg.annotator or None,
+                        annotator_cache=str(Path(cfg.output_dir) / "annotations.sqlite") if cfg.annotator else None,
+                        temperature=cfg.temperature,
                         max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, style=cfg.style, seed=cfg.seed,
                         generator=cfg.generator or None, progress=True)
     path = write_model_outputs(Path(cfg.output_dir) / "model_outputs.json", outputs)
