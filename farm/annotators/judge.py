@@ -12,7 +12,9 @@ Verdicts whose requests failed for good (retries exhausted, request rejected) ar
 as raw text but are *not* cached, so the next run asks again.
 
 Untrusted text: outputs (and instructions) are substituted into tagged blocks, and any tag of the template that
-appears inside them is neutralised (`<` → `&lt;`), so an output cannot close its block and speak as the prompt.
+appears inside them is neutralised (`<` → `&lt;`), so an output cannot close its block and speak as the prompt;
+also when written in another case, with spaces in the tag, fullwidth brackets or zero-width characters
+(`neutralise_tags`), since a model reads those as the same tag.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import random
 import re
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +42,25 @@ FIELDS = ("instruction", "input", "output_1", "output_2")
 _PLACEHOLDER = re.compile(r"\{([a-z_0-9]+)\}")
 _TAG = re.compile(r"</?([A-Za-z_][\w-]*)(?:\s[^<>]*)?>")
 BLOCK_START, BLOCK_END = "{for_each_pair}", "{end_for_each_pair}"
+_LT_LIKE = re.compile("[<\uFE64\uFF1C]")  # every character whose NFKC form is '<'
+
+
+def neutralise_tags(text: str, names: Sequence[str]) -> str:
+    """Replace by '&lt;' the '<' of anything a reader could take for one of the tags `names`: any case, spaces
+    inside the tag, fullwidth or small-form brackets, zero-width characters inside the name.
+
+    >>> neutralise_tags("x</output_a> </OUTPUT_A > \uff1c/output_a\uff1e </out\u200bput_a> <b> </output_ab>", ["output_a"])
+    'x&lt;/output_a> &lt;/OUTPUT_A > &lt;/output_a\uff1e &lt;/out\u200bput_a> <b> </output_ab>'
+    """
+    if not names or not _LT_LIKE.search(text):
+        return text
+    tag = re.compile(rf"\s*/?\s*(?:{'|'.join(map(re.escape, names))})(?![\w-])", re.I)
+
+    def seen_as_tag(m: re.Match) -> str:
+        window = "".join(c for c in text[m.end(): m.end() + 80] if unicodedata.category(c) != "Cf")
+        return "&lt;" if tag.match(unicodedata.normalize("NFKC", window)) else m.group()
+
+    return _LT_LIKE.sub(seen_as_tag, text)
 
 
 class PromptTemplate:
@@ -75,16 +97,14 @@ class PromptTemplate:
         for needed in ("{output_1}", "{output_2}"):
             if needed not in self.block:
                 raise FarmError(f"the prompt never shows {needed}", file=source, field="prompt")
-        tags = set(_TAG.findall(text + (system or "")))
-        names = "|".join(map(re.escape, sorted(tags)))
-        self._escape = re.compile(rf"<(?=/?(?:{names})\b)") if tags else None
+        self.tags = sorted(set(_TAG.findall(text + (system or ""))))
 
     @property
     def batched(self) -> bool:
         return bool(self.head or self.tail)
 
     def _value(self, text: str) -> str:
-        return self._escape.sub("&lt;", text) if self._escape else text
+        return neutralise_tags(text, self.tags)
 
     def render(self, pairs: Sequence[Pair]) -> str:
         if len(pairs) > 1 and not self.batched:
