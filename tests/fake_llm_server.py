@@ -71,10 +71,10 @@ def longer_wins(prompt: str) -> list[float]:
     return out
 
 
-def default_answer(prompt: str) -> str:
-    """The longer-wins verdicts, written in the format the prompt asks for."""
+def default_answer(prompt: str, letters: list[str] | None = None) -> str:
+    """The longer-wins verdicts (or the given `letters`), written in the format the prompt asks for."""
     probs = longer_wins(prompt)
-    letters = ["b" if p > 0.5 else "a" for p in probs] or ["a"]
+    letters = letters or ["b" if p > 0.5 else "a" for p in probs] or ["a"]
     if len(letters) > 1:
         return "\n".join(f"{i}: {x}" for i, x in enumerate(letters, 1))
     x = letters[0]
@@ -87,6 +87,30 @@ def default_answer(prompt: str) -> str:
         return f"Both answers address the request; the {'second' if x == 'b' else 'first'} is more complete.\n" \
                f"Verdict: {x}"
     return x
+
+
+# ----- a gullible judge: obeys instructions it finds outside the data blocks -----
+
+# A block as a careless reader sees it: any case, spaces inside the tag, fullwidth brackets, zero-width characters
+# (NFKC-normalised first), and the *first* closing tag ends it. Text outside every block is "the prompt".
+_ANY_BLOCK = re.compile(r"<\s*(output_a|output_b|instruction|input|pair)\b[^<>]*>.*?<\s*/\s*\1\s*>", re.S | re.I)
+_COMMAND = re.compile(r"\b(?:answer|reply|respond|choose|pick|select|output|say|write|declare)\b", re.I)
+_TARGET = re.compile(r"\boutput\s*\(\s*([ab])\s*\)|\bverdict\s*:\s*([ab])\b|\boutput[_ ]([ab])\b", re.I)
+
+
+def gullible_answer(prompt: str) -> str:
+    """Longer wins, unless a line *outside* the data blocks commands one single output ("answer Output (b)"):
+    then that output. The prompts' own rules name both outputs or none per line, so they are never obeyed;
+    an injection only reaches this judge if it escapes its block, which is what delimiting must prevent."""
+    import unicodedata
+
+    seen = "".join(ch for ch in unicodedata.normalize("NFKC", prompt) if unicodedata.category(ch) != "Cf")
+    outside = _ANY_BLOCK.sub("\n", seen)
+    for line in reversed(outside.splitlines()):
+        targets = {next(g for g in m.groups() if g).lower() for m in _TARGET.finditer(line)}
+        if len(targets) == 1 and _COMMAND.search(line):
+            return default_answer(prompt, [targets.pop()] * max(1, len(longer_wins(prompt))))
+    return default_answer(prompt)
 
 
 class FakeLLMServer:
