@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait()
         print(f"{case}: server saw {seen}", file=sys.stderr)
         med = {k: statistics.median(v) for k, v in res.items() if v}
-        row = {"limit": limit, "latency": latency, "pairs": n, "ideal": limit / latency, **med}
+        row = {"limit": limit, "latency": latency, "pairs": n, "ideal": limit / latency, **med,
+               "load": os.getloadavg()[1]}  # 5-minute load average: others' jobs share these cores
         rows.append(row)
         print(json.dumps({**row, "all": res}), flush=True)
     table = render(rows, args)
@@ -208,14 +209,14 @@ def render(rows: list[dict], args) -> str:
              f"{args.pairs_per_slot} pairs (≥ 200), fresh pairs each run.",
              "",
              "| limit | latency | ideal (limit/latency) | farm pairs/s | alpaca_eval pairs/s | raw openai client "
-             "pairs/s | farm / alpaca_eval | farm / ideal | farm / raw client |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "pairs/s | farm / alpaca_eval | farm / ideal | farm / raw client | load avg |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ae = r.get("alpaca_eval")
         ae_text, ratio = (f"{ae:.1f}", f"{r['farm'] / ae:.1f}×") if ae else ("n/a", "n/a")
         lines.append(f"| {r['limit']} | {r['latency'] * 1000:.0f} ms | {r['ideal']:.0f} | {r['farm']:.1f} | "
                      f"{ae_text} | {r['raw client']:.1f} | {ratio} | {r['farm'] / r['ideal']:.0%} | "
-                     f"{r['farm'] / r['raw client']:.0%} |")
+                     f"{r['farm'] / r['raw client']:.0%} | {r['load']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

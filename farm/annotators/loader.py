@@ -34,7 +34,9 @@ def available() -> list[str]:
 def resolve_folder(name_or_dir: str | Path, relative_to: Path | None = None) -> Path:
     """A judge/pool folder: relative to `relative_to` (a pool's folder), a path, or a name in annotator_prompts/."""
     text = str(name_or_dir)
-    candidates = ([relative_to / text] if relative_to is not None else []) + [Path(text), ANNOTATOR_PROMPTS / text]
+    # a pool's members resolve beside the pool (or by name), never against the current directory
+    first = [relative_to / text] if relative_to is not None else [Path(text)]
+    candidates = first + [ANNOTATOR_PROMPTS / text]
     for c in candidates:
         if (c / "config.yaml").is_file():
             return c.resolve()
