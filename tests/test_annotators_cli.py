@@ -109,3 +109,24 @@ def test_cli_user_errors_exit_2(tmp_path, bad):
     args = ["annotate", "--pairs", str(tmp_path / "p.jsonl"), "--annotator", "gpt4o_mini_basic",
             "--out", str(tmp_path / "o.jsonl"), bad]
     assert main(args) == 2
+
+
+def test_two_processes_share_one_cache(tmp_path):
+    """Two runs at once on overlapping pairs, one cache file: both finish, every verdict lands once."""
+    pairs = make_pairs(30)
+    write_pairs(tmp_path / "a.jsonl", pairs[:20])
+    write_pairs(tmp_path / "b.jsonl", pairs[10:])
+    cache = tmp_path / "shared.sqlite"
+    with FakeLLMServer(latency=0.02) as server:
+        procs = [farm_annotate(server, "--pairs", str(tmp_path / f"{x}.jsonl"), "--annotator", "gpt4o_mini_basic",
+                               "--out", str(tmp_path / f"{x}.out.jsonl"), "--cache", str(cache), "--no-progress",
+                               "randomize_order=false", wait=False) for x in "ab"]
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+        assert committed(cache) == 30
+        assert 30 <= len(server.requests) <= 40  # the 10 shared pairs may be asked by both, nothing more
+        r = farm_annotate(server, "--pairs", str(tmp_path / "a.jsonl"), "--annotator", "gpt4o_mini_basic",
+                          "--out", str(tmp_path / "again.jsonl"), "--cache", str(cache), "--no-progress",
+                          "randomize_order=false")
+        assert r.returncode == 0 and "0 requests" in r.stdout
