@@ -19,6 +19,7 @@ Faults are queued (`server.faults.append("429")`) and consumed one per request, 
     "truncated"                              200 whose body stops half way (Content-Length promises more)
     "empty_choices"                          200 with no choices / no content blocks
     ("slow", seconds)                        answer after an extra delay
+    "content_parts"                          OpenAI content as a list of text parts, token counts as strings
     "garbage" / ("garbage", text)            a well-formed answer that no parser understands
 
 Run it alone for benchmarks: `python tests/fake_llm_server.py --port 0 --latency 0.05` prints its base URL.
@@ -264,6 +265,10 @@ class _Handler(BaseHTTPRequestHandler):
             out = _openai_body(answer, body, prompt)
             if name == "empty_choices":
                 out["choices"] = []
+            if name == "content_parts":  # as some compatible servers do: content as parts, counts as strings
+                out["choices"][0]["message"]["content"] = [{"type": "text", "text": answer[:4]},
+                                                           {"type": "text", "text": answer[4:]}]
+                out["usage"] = {"prompt_tokens": "12", "completion_tokens": None}
         else:
             out = _anthropic_body(answer, body, prompt)
             if name == "empty_choices":

@@ -331,3 +331,34 @@ def test_judge_works_inside_a_running_event_loop(server):
 
     anns = asyncio.run(main())
     assert [a.preference for a in anns] == [longer(p) for p in pairs]
+
+
+def test_an_endpoint_that_fails_everything_stops_the_run(server, tmp_path):
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    dead = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    sock.close()  # nothing listens there: connection refused
+    start = time.perf_counter()
+    with pytest.raises(FarmError, match="in a row failed"):
+        annotate_pairs(make_pairs(200), judge("gpt4o_mini_basic", base_url=dead, concurrency=2, max_retries=1),
+                       progress=False)
+    assert time.perf_counter() - start < 10  # not 200 pairs × retries
+    # a server that rejects every request (HTTP 400) stops the run too; what landed before stays cached
+    cache = tmp_path / "c.sqlite"
+    server.fault_rule = lambda i, body: "400" if i >= 5 else None
+    with pytest.raises(FarmError, match="HTTP 400"):
+        annotate_pairs(make_pairs(100), judge("gpt4o_mini_basic", concurrency=1), cache_path=cache,
+                       progress=False)
+    assert len(server.requests) == 5 + 3 and sqlite3.connect(cache).execute(
+        "SELECT COUNT(*) FROM verdicts").fetchone()[0] == 5
+
+
+def test_content_as_a_list_of_parts(server):
+    """Some OpenAI-compatible servers send message content as a list of text parts."""
+    server.fault_rule = lambda i, body: "content_parts"
+    run = AnnotationRun()
+    anns = annotate_pairs(make_pairs(3), judge("gpt4o_mini_basic"), run=run, progress=False)
+    assert [a.preference for a in anns] == [longer(p) for p in make_pairs(3)]
+    assert run.input_tokens == 36 and run.output_tokens == 0

@@ -180,11 +180,23 @@ class LLMJudge:
                 limit = ctx.concurrency or self.config.concurrency
                 if backend.max_concurrency:
                     limit = min(limit, backend.max_concurrency)
+                # an endpoint that fails every request (down, wrong model, rejecting all) stops the run after
+                # `limit` + 2 failed prompts in a row rather than grinding through every pair's retries
+                streak, give_up = [0], limit + 2
 
                 async def worker() -> None:
                     while chunks:
                         chunk = chunks.popleft()
                         results = await self._judge_chunk(backend, chunk, ctx, secrets, jitter)
+                        if any(cacheable for _, cacheable in results):
+                            streak[0] = 0
+                        else:
+                            streak[0] += 1
+                            if streak[0] >= give_up:
+                                raise FarmError(f"{self.name}: {give_up} prompts in a row failed; the last with "
+                                                f"{results[0][0].meta.get('error', '?')}",
+                                                hint="check base_url, model and the server; finished verdicts are "
+                                                     "cached, so re-running resumes")
                         for pair, (verdict, cacheable) in zip(chunk, results):
                             verdicts[pair.key()] = verdict
                             if cacheable and ctx.cache is not None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 
@@ -103,6 +104,13 @@ POOL_MEMBERS: tuple[tuple[str, str, float, float], ...] = (
 TRAIN_FLIP = 0.25  # AlpacaFarm's training pool flips 25% of labels (the human inter-annotator variability)
 
 
+def _quality_id(quality_fn: QualityFn | None) -> str:
+    """Names the quality function and its world's VERSION, so cached verdicts expire when the world changes."""
+    module = getattr(quality_fn, "__module__", "?")
+    version = getattr(importlib.import_module(module), "VERSION", "") if module in sys.modules else ""
+    return f"{module}.{getattr(quality_fn, '__qualname__', '?')}@{version}"
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -118,9 +126,8 @@ class SyntheticJudge:
     """which independent person/instance this is (humans: different draws disagree like different people)"""
 
     def identity(self) -> str:
-        qf = f"{getattr(self.quality_fn, '__module__', '?')}.{getattr(self.quality_fn, '__qualname__', '?')}"
-        return json.dumps({"synthetic": self.name, "draw": self.draw, "quality": qf, **asdict(self.params)},
-                          sort_keys=True)
+        return json.dumps({"synthetic": self.name, "draw": self.draw, "quality": _quality_id(self.quality_fn),
+                           **asdict(self.params)}, sort_keys=True)
 
     def _view(self, pair: Pair, output: str, checks: bool) -> float:
         parts = self.quality_fn(pair.instruction, pair.input, output)
@@ -172,7 +179,7 @@ class RuleJudge:
     quality_fn: QualityFn | None = None
 
     def identity(self) -> str:
-        return f"rule:{self.name}"
+        return f"rule:{self.name}" + (f"<{_quality_id(self.quality_fn)}>" if self.name == "gold" else "")
 
     def annotate(self, pairs: Sequence[Pair], seed: int = 0) -> list[Annotation]:
         out = []

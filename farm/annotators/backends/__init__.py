@@ -74,6 +74,34 @@ def key_from_named_variable(config: JudgeConfig) -> str | None:
     return key
 
 
+def as_text(content: object) -> str:
+    """A message's content as text, whatever shape a server sent (None, a string, a list of text parts).
+
+    >>> as_text(None), as_text("b"), as_text([{"type": "text", "text": "Output "}, {"text": "(b)"}, 3])
+    ('', 'b', 'Output (b)')
+    """
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text") or "") if isinstance(p, dict) else as_text(getattr(p, "text", None))
+                       for p in content)
+    return str(content)
+
+
+def count(value: object) -> int:
+    """A token count as a server reported it (int, float, numeric string), or 0 when it is missing or garbage.
+
+    >>> count(12), count(3.0), count("7"), count(None), count("many"), count(-4)
+    (12, 3, 7, 0, 0, 0)
+    """
+    try:
+        return max(0, int(float(value)))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0
+
+
 def secret_values() -> list[str]:
     """Values of environment variables that look like credentials, to scrub from anything we write."""
     marks = ("KEY", "TOKEN", "SECRET", "PASSWORD")

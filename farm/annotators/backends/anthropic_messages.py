@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from farm.annotators.backends import classify_error, key_from_named_variable
+from farm.annotators.backends import as_text, classify_error, count, key_from_named_variable
 from farm.annotators.config import JudgeConfig
 from farm.annotators.parsers import Completion
 from farm.annotators.retry import TransientError
@@ -63,13 +63,13 @@ class AnthropicMessages:
             raise FarmError(f"the anthropic client rejected an argument: {e}", field="decoding") from None
         except Exception as e:
             raise classify_error(e, anthropic, _KEY_HINT) from None
-        texts = [b.text for b in (r.content or []) if getattr(b, "type", "") == "text"]
+        texts = [as_text(b.text) for b in (getattr(r, "content", None) or []) if getattr(b, "type", "") == "text"]
         if not texts:
             raise TransientError("response has no text content")
         usage = getattr(r, "usage", None)
         return Completion(
             text="".join(texts),
-            input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
-            output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
+            input_tokens=count(getattr(usage, "input_tokens", 0)),
+            output_tokens=count(getattr(usage, "output_tokens", 0)),
             meta={"finish_reason": getattr(r, "stop_reason", None)},
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from farm.annotators.backends import classify_error, resolve_api_key
+from farm.annotators.backends import as_text, classify_error, count, resolve_api_key
 from farm.annotators.config import JudgeConfig
 from farm.annotators.parsers import Completion
 from farm.annotators.retry import TransientError
@@ -68,11 +68,11 @@ class OpenAIChat:
         usage = getattr(r, "usage", None)
         message = choice.message
         # a refusal has no content: keep its text as the raw answer (it parses as invalid, then is re-asked)
-        text = (message.content or getattr(message, "refusal", None) or "") if message else ""
+        text = (as_text(message.content) or as_text(getattr(message, "refusal", None))) if message else ""
         return Completion(
             text=text,
             top_logprobs=top,
-            input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            input_tokens=count(getattr(usage, "prompt_tokens", 0)),
+            output_tokens=count(getattr(usage, "completion_tokens", 0)),
             meta={"finish_reason": getattr(choice, "finish_reason", None)},
         )
