@@ -191,3 +191,19 @@ def test_replay_alpaca_eval_gpt4_by_content(shared_data):
 
     assert [a.preference for a in anns[:50]] == [from_alpaca_eval(r["preference"]) for r in rows]
     assert anns[-1].preference is None
+
+
+def test_a_file_that_is_not_a_cache_is_a_clear_error(tmp_path):
+    from farm.annotators import VerdictCache
+
+    bad = tmp_path / "notes.txt"
+    bad.write_text("these are my notes, not a database\n" * 100)
+    with pytest.raises(FarmError, match="cannot use this file as the verdict cache"):
+        annotate_pairs(make_pairs(2), ConstantJudge(0.5), cache_path=bad, progress=False)
+    assert bad.read_text().startswith("these are my notes")  # left untouched
+    with VerdictCache(tmp_path / "ok.sqlite") as cache:  # and a real one round-trips a verdict
+        from farm.annotators import Verdict
+
+        cache.put("j", "k", Verdict(0.25, "raw", 3, 1, 0.5, 0.1, {"x": 1}), swapped=True)
+        assert cache.get_many("j", ["k", "missing"]) == {"k": Verdict(0.25, "raw", 3, 1, 0.5, 0.1, {"x": 1})}
+        assert cache.count("j") == 1 and cache.count("other") == 0

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from farm.errors import FarmError
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS verdicts (
     judge TEXT NOT NULL,
@@ -60,13 +62,18 @@ class VerdictCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        # isolation_level=None: autocommit, each INSERT is its own committed transaction
-        self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a killed process (not a power cut) and keeps commits cheap
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        try:
+            # isolation_level=None: autocommit, each INSERT is its own committed transaction
+            self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a killed process (not a power cut) and keeps commits cheap
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(_SCHEMA)
+            self._db.execute("SELECT judge, pair_key, swapped, preference, raw, meta FROM verdicts LIMIT 0")
+        except sqlite3.DatabaseError as e:
+            raise FarmError(f"cannot use this file as the verdict cache: {e}", file=self.path,
+                            hint="give another --cache path (or delete this file if it is a broken cache)") from None
 
     def get_many(self, judge: str, keys: list[str]) -> dict[str, Verdict]:
         out: dict[str, Verdict] = {}
