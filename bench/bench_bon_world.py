@@ -8,7 +8,7 @@ Differences are paired over prompts; SE = std / sqrt(prompts).
 
     python bench/bench_bon_world.py --sft-steps 1500 --rm-pairs 10000 --prompts 200   # ~15 min, 2 busy cores
 
-Writes bench/results/bon_world.json.
+Writes bench/results/bon_world_<rm-data>.json.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from farm.methods.best_of_n import best_of_n
 from farm.methods.common import FunctionScorer, RewardModelScorer, TrainConfig
 from farm.methods.reward import evaluate_reward_model, train_reward_model
 from farm.methods.sft import train_sft
-from farm.models.generation import format_prompt
+from farm.models.generation import format_prompt, generate_texts
 from farm.models.loading import load_causal_lm, load_scalar_model, save_model
 from farm.models.tiny import TinySpec, build_tiny
+from farm.types import Pair
 from farm.worlds.tasks import build
 
 
@@ -44,20 +45,16 @@ def main() -> None:
     ap.add_argument("--sft-steps", type=int, default=300)
     ap.add_argument("--rm-pairs", type=int, default=3000)
     ap.add_argument("--rm-epochs", type=float, default=2.0)
+    ap.add_argument("--rm-lr", type=float, default=1e-3)
+    ap.add_argument("--rm-data", choices=["on_policy", "world_pairs"], default="on_policy")
     ap.add_argument("--prompts", type=int, default=120)
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    world = build(seed=0, sft=args.sft_steps * 16, preference=10, unlabeled=10, eval=args.prompts)
-    pairs = world.pairs(args.rm_pairs, seed=1)
+    world = build(seed=0, sft=args.sft_steps * 16, preference=args.rm_pairs, unlabeled=10, eval=args.prompts)
     pool = world.annotator("alpacafarm_pool")
-    anns = pool.annotate(pairs, seed=0)
-    triples = [{"instruction": a.pair.instruction, "input": a.pair.input, "p_chosen": 1.0,
-                "chosen": a.pair.output_2 if a.preference > 0.5 else a.pair.output_1,
-                "rejected": a.pair.output_1 if a.preference > 0.5 else a.pair.output_2}
-               for a in anns if a.preference is not None and a.preference != 0.5]
     texts = [format_prompt(r["instruction"], r["input"]) + r["output"] for r in world.sft]
     with tempfile.TemporaryDirectory() as d:
         path = build_tiny(texts, Path(d) / "tiny", TinySpec(), seed=0)
@@ -65,11 +62,33 @@ def main() -> None:
         sft = train_sft(policy, tok, world.sft, TrainConfig(lr=2e-3, per_device_batch_size=16, epochs=1,
                                                             warmup_ratio=0.05), max_len=128)
         save_model(policy, tok, Path(d) / "sft")
+        # preference data: off-policy world pairs (demonstration mix), or on-policy (AlpacaFarm: 2 SFT samples)
+        if args.rm_data == "on_policy":
+            prompts = [p for p in world.preference[:args.rm_pairs]]
+            texts2 = generate_texts(policy, tok, [p for p in prompts for _ in range(2)], max_new_tokens=48,
+                                    batch_size=64, seed=7)
+            pairs = [Pair(p["instruction"], texts2[2 * i], texts2[2 * i + 1], input=p["input"])
+                     for i, p in enumerate(prompts) if texts2[2 * i] != texts2[2 * i + 1]]
+        else:
+            pairs = world.pairs(args.rm_pairs, seed=1)
+        anns = pool.annotate(pairs, seed=0)
+        gold_p = [world.quality(a.pair.instruction, a.pair.input, a.pair.output_2)
+                  - world.quality(a.pair.instruction, a.pair.input, a.pair.output_1) for a in anns]
+        triples = [{"instruction": a.pair.instruction, "input": a.pair.input, "p_chosen": 1.0,
+                    "chosen": a.pair.output_2 if a.preference > 0.5 else a.pair.output_1,
+                    "rejected": a.pair.output_1 if a.preference > 0.5 else a.pair.output_2,
+                    "gold_agrees": (g > 0) == (a.preference > 0.5), "gold_tie": g == 0}
+                   for a, g in zip(anns, gold_p) if a.preference is not None and a.preference != 0.5]
         rm, rtok = load_scalar_model(str(Path(d) / "sft"), device="cpu")
         cut = int(0.9 * len(triples))
-        train_reward_model(rm, rtok, triples[:cut], TrainConfig(lr=1e-3, per_device_batch_size=16,
+        train_reward_model(rm, rtok, triples[:cut], TrainConfig(lr=args.rm_lr, per_device_batch_size=16,
                                                                epochs=args.rm_epochs, warmup_ratio=0.05), max_len=128)
         rm_acc = evaluate_reward_model(rm, rtok, triples[cut:], max_len=128)
+        # accuracy against GOLD on held-out pairs where gold has a strict preference
+        gold_held = [{**t, "chosen": t["chosen"] if t["gold_agrees"] else t["rejected"],
+                      "rejected": t["rejected"] if t["gold_agrees"] else t["chosen"]}
+                     for t in triples[cut:] if not t["gold_tie"]]
+        rm_gold_acc = evaluate_reward_model(rm, rtok, gold_held, max_len=128)
         # one sampling pass; n=1 = the first sample of each group, BoN = RM's pick, oracle = gold's pick
         gold = FunctionScorer(world.quality)
         seen: list[float] = []
@@ -85,10 +104,13 @@ def main() -> None:
     result = {"world": "tasks seed 0", "prompts": len(world.eval), "n": args.n, "sft_steps": sft["steps"],
               "sft_final_loss": sft["loss"], "rm_train_pairs": cut, "rm_epochs": args.rm_epochs, "rm_heldout_accuracy": rm_acc["accuracy"],
               "rm_heldout_accuracy_se": rm_acc["accuracy_se"],
+              "rm_data": args.rm_data, "rm_pairs_labelled": len(triples), "rm_gold_accuracy": rm_gold_acc["accuracy"],
+              "rm_gold_accuracy_se": rm_gold_acc["accuracy_se"], "rm_gold_n": rm_gold_acc["n"],
+              "pool_gold_agreement": float(np.mean([t["gold_agrees"] for t in triples if not t["gold_tie"]])),
               "gold_n1": mean_se(n1), f"gold_bon{args.n}_rm": mean_se(bon), f"gold_bon{args.n}_oracle": mean_se(oracle),
               "bon_minus_n1": mean_se(np.subtract(bon, n1)), "seconds": round(time.time() - t0, 1)}
     print(json.dumps(result, indent=2))
-    atomic_write_text(Path(__file__).parent / "results" / "bon_world.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(Path(__file__).parent / "results" / f"bon_world_{args.rm_data}.json", json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
