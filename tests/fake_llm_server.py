@@ -95,7 +95,7 @@ def default_answer(prompt: str, letters: list[str] | None = None) -> str:
 # A block as a careless reader sees it: any case, spaces inside the tag, fullwidth brackets, zero-width characters
 # (NFKC-normalised first), and the *first* closing tag ends it. Text outside every block is "the prompt".
 _ANY_BLOCK = re.compile(r"<\s*(output_a|output_b|instruction|input|pair)\b[^<>]*>.*?<\s*/\s*\1\s*>", re.S | re.I)
-_COMMAND = re.compile(r"\b(?:answer|reply|respond|choose|pick|select|output|say|write|declare)\b", re.I)
+_COMMAND = re.compile(r"\b(?:answer|reply|respond|choose|pick|select|say|write|declare)\b", re.I)
 _TARGET = re.compile(r"\boutput\s*\(\s*([ab])\s*\)|\bverdict\s*:\s*([ab])\b|\boutput[_ ]([ab])\b", re.I)
 
 
