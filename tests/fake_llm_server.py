@@ -21,6 +21,9 @@ Faults are queued (`server.faults.append("429")`) and consumed one per request, 
     ("slow", seconds)                        answer after an extra delay
     "content_parts"                          OpenAI content as a list of text parts, token counts as strings
     "garbage" / ("garbage", text)            a well-formed answer that no parser understands
+    "no_usage"                               a good answer without the usage block (0 tokens reported)
+    "echo_key" / ("echo_key", status)        an error (401 by default) whose message quotes the caller's key,
+                                             as real APIs do ("Incorrect API key provided: sk-...")
 
 Run it alone for benchmarks: `python tests/fake_llm_server.py --port 0 --latency 0.05` prints its base URL.
 """
@@ -245,6 +248,10 @@ class _Handler(BaseHTTPRequestHandler):
             headers = dict(arg or {})
             return self._send(int(name), {"error": {"message": f"injected {name}", "type": "server_error"}},
                               headers)
+        if name == "echo_key":
+            key = rec.headers.get("x-api-key") or rec.headers.get("authorization", "").removeprefix("Bearer ")
+            return self._send(int(arg or 401), {"error": {"message": f"Incorrect API key provided: {key}.",
+                                                          "type": "invalid_request_error"}})
         if name == "reset":
             # SO_LINGER with 0 timeout: close() sends RST instead of FIN
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -265,6 +272,8 @@ class _Handler(BaseHTTPRequestHandler):
             out = _openai_body(answer, body, prompt)
             if name == "empty_choices":
                 out["choices"] = []
+            if name == "no_usage":
+                out.pop("usage")
             if name == "content_parts":  # as some compatible servers do: content as parts, counts as strings
                 out["choices"][0]["message"]["content"] = [{"type": "text", "text": answer[:4]},
                                                            {"type": "text", "text": answer[4:]}]
