@@ -81,7 +81,7 @@ def test_killed_run_resumes_without_repeating_finished_pairs(tmp_path):
             assert time.monotonic() < deadline, "the first run never got going"
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.communicate()  # reaps it and closes its pipes
         assert not out.exists()  # killed before the end: no half-written output
         with sqlite3.connect(cache) as db:
             done_keys = {k for (k,) in db.execute("SELECT pair_key FROM verdicts")}

@@ -156,13 +156,15 @@ def test_batched_judge_reasks_only_the_missing_pairs(server):
 
 @pytest.mark.parametrize("fault", ["429", "500", "503", "reset", "malformed", "truncated", "empty_choices",
                                    ("slow", 3.0), ("429", {"Retry-After": "0"})])
-@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+@pytest.mark.parametrize("backend", ["openai", "anthropic", "openai+httpx"])  # both HTTP transports
 def test_transient_faults_are_retried(server, fault, backend):
-    name = "gpt4o_mini_basic" if backend == "openai" else "claude_haiku_basic"
+    name = "claude_haiku_basic" if backend == "anthropic" else "gpt4o_mini_basic"
+    transport = "httpx" if backend.endswith("httpx") else "auto"
     pairs = make_pairs(4)
     server.faults.extend([fault, fault])  # the first two requests fail
     run = AnnotationRun()
-    anns = annotate_pairs(pairs, judge(name, concurrency=1, timeout=1.0), run=run, progress=False)
+    anns = annotate_pairs(pairs, judge(name, concurrency=1, timeout=1.0, transport=transport), run=run,
+                          progress=False)
     assert [a.preference for a in anns] == [longer(p) for p in pairs]
     assert run.retries == 2 and run.requests == 6 and run.failed == 0
 

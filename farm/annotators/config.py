@@ -78,6 +78,9 @@ class JudgeConfig:
     """requests in flight at once for this judge (`farm annotate --concurrency` overrides it)"""
     timeout: float = 60.0
     """seconds before a request is abandoned (and retried)"""
+    transport: Literal["auto", "aiohttp", "httpx"] = "auto"
+    """HTTP transport of the official clients: aiohttp (~30% less CPU per request) when it is installed, else
+    their default httpx2"""
     max_retries: int = 6
     """retries of a failed request (429, 5xx, timeouts, connection errors, malformed responses)"""
     backoff_base: float = 1.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from farm.annotators.backends import as_text, classify_error, count, key_from_named_variable
+from farm.annotators.backends import as_text, classify_error, count, http_client, key_from_named_variable
 from farm.annotators.config import JudgeConfig
 from farm.annotators.parsers import Completion
 from farm.annotators.retry import TransientError
@@ -37,7 +37,8 @@ class AnthropicMessages:
         key = key_from_named_variable(self.config)  # None: the client reads ANTHROPIC_API_KEY itself
         try:
             self.client = anthropic.AsyncAnthropic(api_key=key, base_url=self.config.base_url,
-                                                   timeout=self.config.timeout, max_retries=0)
+                                                   timeout=self.config.timeout, max_retries=0,
+                                                   http_client=http_client(anthropic, self.config))
         except anthropic.AnthropicError as e:
             raise FarmError(f"cannot create the Anthropic client: {e}", hint=_KEY_HINT) from None
         return self

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from farm.annotators.backends import as_text, classify_error, count, resolve_api_key
+from farm.annotators.backends import as_text, classify_error, count, http_client, resolve_api_key
 from farm.annotators.config import JudgeConfig
 from farm.annotators.parsers import Completion
 from farm.annotators.retry import TransientError
@@ -30,7 +30,8 @@ class OpenAIChat:
         key = resolve_api_key(self.config, "OPENAI_API_KEY", "OPENAI_BASE_URL")
         try:
             self.client = openai.AsyncOpenAI(api_key=key, base_url=self.config.base_url,
-                                             timeout=self.config.timeout, max_retries=0)
+                                             timeout=self.config.timeout, max_retries=0,
+                                             http_client=http_client(openai, self.config))
         except openai.OpenAIError as e:
             raise FarmError(f"cannot create the OpenAI client: {e}", field="api_key_env") from None
         return self
