@@ -147,7 +147,8 @@ def classify_error(e: Exception, lib, key_hint: str) -> Exception:
 
     if isinstance(e, lib.APIStatusError):
         status = e.status_code
-        text = f"HTTP {status}: {str(getattr(e, 'message', e))[:300]}"
+        # servers quote the rejected key back ("Incorrect API key provided: sk-..."): never keep it
+        text = redact(f"HTTP {status}: {str(getattr(e, 'message', e))[:300]}", secret_values())
         if status in TRANSIENT_STATUS or status >= 500:
             headers = getattr(getattr(e, "response", None), "headers", None)
             return TransientError(text, parse_retry_after(dict(headers) if headers else None), status)
@@ -158,7 +159,7 @@ def classify_error(e: Exception, lib, key_hint: str) -> Exception:
                              hint="check the model name and base_url (an OpenAI-compatible base_url ends in /v1)")
         return RejectedError(text)
     if isinstance(e, lib.APIConnectionError):  # includes timeouts
-        return TransientError(f"{type(e).__name__}: {e}")
+        return TransientError(redact(f"{type(e).__name__}: {e}", secret_values()))
     if isinstance(e, (json.JSONDecodeError, lib.APIResponseValidationError)):
         return TransientError(f"malformed response: {str(e)[:200]}")
     return e
