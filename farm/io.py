@@ -14,6 +14,7 @@ import json
 import math
 import os
 import tempfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ def read_records(path: PathLike) -> list[dict[str, Any]]:
     try:
         with _open_text(path) as f:
             text = f.read()
-    except (OSError, EOFError, UnicodeDecodeError) as e:
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:  # zlib.error: a damaged .gz
         raise FarmError(f"cannot read file: {e}", file=path) from None
     if _is_jsonl(path):
         out = []
@@ -106,20 +107,26 @@ def read_records(path: PathLike) -> list[dict[str, Any]]:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
                 raise FarmError(f"malformed JSON line: {e.msg} (column {e.colno})", file=path, line=i) from None
+            except RecursionError:
+                raise FarmError("JSON nested too deeply", file=path, line=i) from None
             if not isinstance(rec, dict):
                 raise FarmError(f"expected a JSON object, got {type(rec).__name__}", file=path, line=i)
             out.append(rec)
         return out
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise FarmError("JSON nested too deeply", file=path) from None
     except json.JSONDecodeError as e:
         # maybe it is JSONL with a .json suffix
         lines = [ln for ln in text.splitlines() if ln.strip()]
         if len(lines) > 1 and lines[0].lstrip().startswith("{"):
             try:
-                return [json.loads(ln) for ln in lines]
-            except json.JSONDecodeError:
-                pass
+                recs = [json.loads(ln) for ln in lines]
+            except (json.JSONDecodeError, RecursionError):
+                recs = None
+            if recs is not None and all(isinstance(r, dict) for r in recs):
+                return recs
         raise _json_error(path, e) from None
     if isinstance(data, list):
         for i, rec in enumerate(data, 1):

@@ -105,8 +105,8 @@ def from_alpaca_eval(value: Any) -> float | None:
         if value == "" or value.lower() in {"nan", "none", "null"}:
             return None
         value = float(value)  # ValueError for garbage: callers wrap it with file/line/field
-    if isinstance(value, bool):
-        raise ValueError(f"preference must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):  # also lists/dicts: not a TypeError
+        raise ValueError(f"preference must be a number, got {value!r:.60}")
     v = float(value)
     if math.isnan(v):
         return None
