@@ -8,8 +8,9 @@ concurrency limit, for
                parser, one pair per prompt, `openai_completions` with num_procs = the limit), pointed at the same
                server through OPENAI_BASE_URL / OPENAI_API_BASE; run with the Python of a venv where
                `pip install alpaca-eval` worked (it pins its own openai), in a subprocess;
-- raw client:  the bare openai AsyncOpenAI client with an asyncio.Semaphore(limit), sending the same rendered
-               prompts: what this machine and server allow with zero annotation logic;
+- raw client:  the bare openai AsyncOpenAI client (same HTTP transport as farm's) with an
+               asyncio.Semaphore(limit), sending the same rendered prompts: what this machine and server allow
+               with zero annotation logic;
 - ideal:       limit / latency.
 
 A case is `limit@latency_seconds`. The server runs in its own process (tests/fake_llm_server.py) so its threads
@@ -58,16 +59,19 @@ def bench_farm(url: str, limit: int, pairs: list[Pair]) -> float:
 def bench_raw(url: str, limit: int, pairs: list[Pair]) -> float:
     import openai
 
+    from farm.annotators.backends import http_client
     from farm.annotators.judge import read_template
     from farm.annotators.loader import load_judge, resolve_folder
     from farm.config import read_yaml
 
     folder = resolve_folder("gpt4o_mini_basic")
-    template = read_template(folder, load_judge(folder, read_yaml(folder / "config.yaml"), {})[0].config)
+    config = load_judge(folder, read_yaml(folder / "config.yaml"), {})[0].config
+    template = read_template(folder, config)
     prompts = [template.render([p]) for p in pairs]
 
     async def main() -> float:
-        client = openai.AsyncOpenAI(api_key="sk-bench", base_url=url, max_retries=0)
+        client = openai.AsyncOpenAI(api_key="sk-bench", base_url=url, max_retries=0,
+                                    http_client=http_client(openai, config))  # the transport farm uses
         sem = asyncio.Semaphore(limit)
 
         async def one(prompt: str) -> None:

@@ -241,12 +241,9 @@ def test_cost_accounting_is_exact(server):
 
 
 def test_concurrency_limit_is_respected_and_used(server):
-    server.latency = 0.05
-    start = time.perf_counter()
+    server.latency = 0.05  # long enough for requests to overlap on the server
     annotate_pairs(make_pairs(40), judge("gpt4o_mini_basic", concurrency=8), progress=False)
-    elapsed = time.perf_counter() - start
-    assert server.max_in_flight == 8
-    assert elapsed < 40 * 0.05 * 0.75  # well below one-at-a-time (2 s), with room for a loaded machine
+    assert server.max_in_flight == 8  # the server answered 8 at once, never more (no timing assumptions)
     server.max_in_flight = 0
     annotate_pairs(make_pairs(12, "other"), judge("gpt4o_mini_basic", concurrency=8), concurrency=3,
                    progress=False)
