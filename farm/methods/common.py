@@ -352,11 +352,26 @@ def _save_checkpoint(ckpt: Path, model, tokenizer, optimizer, scheduler, step: i
 
     save_model(model, tokenizer, ckpt, extra_files={"step.txt": f"{step}\n"})
     state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "torch_rng": torch.get_rng_state(), "extra": extra}
+             "torch_rng": torch.get_rng_state(), "extra": extra, "files": _file_hashes(ckpt)}
     if hasattr(model, "peft_config"):  # the folder holds only the adapter: keep every trainable tensor here
         state["trainable"] = {k: v.detach().cpu() for k, v in model.named_parameters() if v.requires_grad}
     with atomic_open(ckpt.parent / f"{ckpt.name}.state.pt", "wb") as f:
         torch.save(state, f)
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file in the checkpoint folder: a damaged or swapped weight file is caught on resume."""
+    import hashlib
+
+    out = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file():
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    h.update(block)
+            out[f.name] = h.hexdigest()
+    return out
 
 
 def _load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> tuple[int, dict] | None:
@@ -369,9 +384,21 @@ def _load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> tuple[int, dict
     state_file = ckpt.parent / f"{ckpt.name}.state.pt"
     if not (is_complete_checkpoint(ckpt) and state_file.exists()):
         return None
-    state = torch.load(state_file, weights_only=False, map_location="cpu")
+    damaged = "checkpoint is damaged (truncated or modified after it was written)"
+    try:
+        state = torch.load(state_file, weights_only=False, map_location="cpu")
+    except Exception as e:  # truncated/garbled pickle or zip: torch raises many kinds
+        raise FarmError(f"{damaged}: {type(e).__name__}", file=state_file,
+                        hint="delete it (and the checkpoint folder) to start over") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise FarmError(damaged, file=state_file, hint="delete it (and the checkpoint folder) to start over")
     if str(state["step"]) != (ckpt / "step.txt").read_text().strip():
         return None  # killed between the two writes: the model is newer than the state; start over
+    now = _file_hashes(ckpt) if "files" in state else None
+    if now is not None and state["files"] != now:
+        bad = sorted(k for k in set(state["files"]) | set(now) if state["files"].get(k) != now.get(k))
+        raise FarmError(f"{damaged}: {', '.join(bad)} differ from what was saved", file=ckpt,
+                        hint="delete the checkpoint folder and its .state.pt to start over")
     if "trainable" in state:  # LoRA: base weights are frozen and unchanged
         missing, unexpected = model.load_state_dict(state["trainable"], strict=False)
         if unexpected or set(state["trainable"]) - {k for k, _ in model.named_parameters()}:
