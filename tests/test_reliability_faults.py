@@ -77,6 +77,8 @@ def test_mixed_fault_run_finishes_exactly_once_with_exact_cost(server, tmp_path,
     assert [a.pair for a in anns] == pairs  # one annotation per pair, in order
     faults = [r.fault for r in server.requests if r.fault is not None]
     assert len(faults) >= 6 and len({str(f) for f in faults}) >= 5  # the run really was hit by a mix
+    print(f"\n{name}: {len(faults)} faults injected in {len(server.requests)} requests "
+          f"({len({str(f) for f in faults})} kinds)")
     valid = [a for a in anns if a.preference is not None]
     invalid = [a for a in anns if a.preference is None]
     assert [a.preference for a in valid] == [longer(a.pair) for a in valid]  # never a wrong verdict

@@ -116,6 +116,7 @@ def annotate_with_kills(tmp_path: Path, n_pairs: int, n_kills: int, seed: int) -
 
 def test_annotate_killed_repeatedly_finishes_exactly_once(tmp_path):
     annotate_with_kills(tmp_path, n_pairs=60, n_kills=3, seed=0)
+    print("\n" + "\n".join(KILLS))
 
 
 @pytest.mark.soak
@@ -190,6 +191,7 @@ def train_with_kills(tiny: Path, tmp_path: Path, method: str, steps: int, n_kill
 
 def test_train_sft_killed_resumes_to_the_same_weights(tiny, tmp_path):
     train_with_kills(tiny, tmp_path, "sft", steps=8, n_kills=2, seed=0)
+    print("\n" + "\n".join(KILLS))
 
 
 @pytest.mark.soak
