@@ -29,7 +29,7 @@ from farm.types import Pair
 REPO = Path(__file__).resolve().parents[1]
 KEY = "sk-kill-PLANTED-13579135"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-KILLS: list[str] = []  # what was killed where, for the record (printed by the soak tests)
+KILLS: list[str] = []  # what the current test killed where, for the record (printed with -s)
 
 
 def farm(*args: str, env: dict | None = None) -> subprocess.Popen:
@@ -70,6 +70,7 @@ def rows(cache: Path) -> int:
 
 
 def annotate_with_kills(tmp_path: Path, n_pairs: int, n_kills: int, seed: int) -> None:
+    KILLS.clear()
     rng = random.Random(seed)
     pairs = [Pair(f"kill-{seed}-{i:03d}: tidy this", "x" * (3 + 2 * (i % 4)), "y" * (2 + 2 * (i * 3 % 5)))
              for i in range(n_pairs)]
@@ -153,6 +154,7 @@ def train_args(tiny: Path, method: str, out: Path, steps: int) -> list[str]:
 
 
 def train_with_kills(tiny: Path, tmp_path: Path, method: str, steps: int, n_kills: int, seed: int) -> None:
+    KILLS.clear()
     from safetensors.torch import load_file
 
     rng = random.Random(seed)
@@ -203,12 +205,13 @@ def test_soak_train_killed_many_times(tiny, tmp_path, method, seed):
 
 # ----- compare -----
 
-COMPARE = ["progress=false", "methods=[sft,best_of_n]", "world.sizes.sft=120", "world.sizes.preference=32",
+COMPARE = ["progress=false", "methods=[sft,best_of_n]", "world.sizes.sft=160", "world.sizes.preference=64",
            "world.sizes.unlabeled=16", "world.sizes.eval=16", "sft.train.epochs=1.0", "reward.train.epochs=1.0",
            "n_boot=50"]
 
 
 def compare_with_kills(tmp_path: Path, n_kills: int, seed: int) -> None:
+    KILLS.clear()
     import pandas as pd
 
     rng = random.Random(seed)
