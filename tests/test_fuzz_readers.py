@@ -274,3 +274,43 @@ def test_judge_folder_configs(tmp_path_factory, text):
         assert e.file is not None or e.field is not None, e
         return
     assert judge.identity()
+
+
+# ----- recorded judge verdicts (PandaLM GPT-3.5 style: '1', '2', 'Tie', 'garbage') through the replay judge -----
+
+VERDICTS = [1, 2, 0, "1", "2", "0", "Tie", "tie", " Tie ", "garbage", "", None, 3, -1, 1.5, True, [], {}, "2 "]
+
+
+def pandalm_verdict(v) -> float | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    s = str(v).strip().lower()
+    return {"0": 0.5, "tie": 0.5, "1": 0.0, "2": 1.0}.get(s)
+
+
+@SETTINGS
+@given(verdicts=st.lists(st.sampled_from(VERDICTS), min_size=1, max_size=8),
+       swapped=st.lists(st.booleans(), min_size=8, max_size=8))
+def test_replayed_pandalm_judge_files(tmp_path_factory, verdicts, swapped):
+    from dataclasses import replace
+
+    from farm.annotators import load_annotator
+    from farm.types import Pair
+
+    folder = tmp_path_factory.mktemp("replay")
+    recs = [{"idx": i, "gpt_result": v, "gpt_reason": f"reason {i}"} for i, v in enumerate(verdicts)]
+    (folder / "gpt.json").write_text(json.dumps(recs))
+    (folder / "config.yaml").write_text("backend: replay\nfiles: [gpt.json]\nkey: id\nid_field: idx\n"
+                                        "preference_field: gpt_result\npreference_format: pandalm\n"
+                                        "randomize_order: false\n")
+    judge = load_annotator(str(folder))
+    pairs = [Pair(f"i{i}", "a", "b", id=str(i)) for i in range(len(verdicts) + 1)]  # the last has no record
+    shown = [replace(p.swapped(), meta={"swapped": True}) if s else p for p, s in zip(pairs, swapped)]
+    anns = judge.annotate(shown)
+    for i, (a, s) in enumerate(zip(anns, swapped)):
+        want = pandalm_verdict(verdicts[i]) if i < len(verdicts) else None
+        if want is not None and s:
+            want = 1.0 - want  # the record is in PandaLM's order; the pair was shown swapped
+        assert a.preference == want, (verdicts[i] if i < len(verdicts) else "no record", s, a.preference)
+        if i < len(verdicts) and want is None:
+            assert a.raw.startswith(str(verdicts[i]))  # an invalid verdict keeps the recorded text
