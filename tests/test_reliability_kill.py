@@ -178,8 +178,8 @@ def train_with_kills(tiny: Path, tmp_path: Path, method: str, steps: int, n_kill
 
     for k in range(n_kills):
         proc = farm(*train_args(tiny, method, out, steps))
-        target = min(steps - 1, step() + rng.randint(0, 2))
-        killed = kill_when(proc, lambda t=target: step() >= t, rng, 0.3)
+        target = min(steps, step() + rng.randint(1, 3))  # always some progress; at `steps`: during the final save
+        killed = kill_when(proc, lambda t=target: step() >= t, rng, 0.03)  # a step takes ~10-50 ms
         KILLS.append(f"train {method} kill {k}: {'killed' if killed else 'finished'} at step {step()}/{steps}")
         if not killed:
             finish(proc)
