@@ -101,6 +101,28 @@ def test_harm_world_labels_and_two_stage_annotation():
     assert 0 < flipped < len(noisy) / 2  # some labels flipped, most kept
     base = w.baseline_outputs(w.splits["eval"])
     assert [b["instruction"] for b in base] == [e["instruction"] for e in w.splits["eval"]]
+    assert not any(harm.is_harmful(b["instruction"], b["input"], b["output"]) for b in base)
+
+
+def test_harm_world_writes_the_files_compare_reads(tmp_path):
+    w = harm.build(1, sft=20, preference=10, unlabeled=10, eval=9)
+    paths = w.write(tmp_path)
+    assert set(paths) == {"sft", "preference", "unlabeled", "eval", "baseline_outputs"}
+    assert len(read_records(paths["eval"])) == 9 == len(read_records(paths["baseline_outputs"]))
+    assert w.annotator("gold").annotate([Pair("Add the two numbers.", "3", "2", input="1 + 1")])[0].preference == 1.0
+    assert isinstance(w.annotator("harm_judge"), harm.HarmJudge)
+
+
+@pytest.mark.parametrize("method", ["safe_ppo", "rewrite", "correct", "critique_revise"])
+def test_shipped_configs_load_and_open_with_their_command(method):
+    from pathlib import Path
+
+    from farm.config import load_config
+    from farm.methods import load_method
+
+    path = Path(__file__).parent.parent / "configs" / f"train_{method}.yaml"
+    assert path.read_text().splitlines()[0].startswith(f"# farm train {method} --config configs/{path.name}")
+    assert load_config(load_method(method).Config, path).output_dir == f"runs/{method}"
 
 
 # ----- safe PPO -----
@@ -154,15 +176,16 @@ def test_rewrite_pairs_rewriter_and_outputs(tiny_dir, tmp_path):
     evals = write_records(tmp_path / "eval.json", RECORDS[:5])
     cfg = rewrite.Config(policy=str(tiny_dir), prompts=str(prompts), eval_prompts=str(evals),
                          output_dir=str(tmp_path / "rw"), n_prompts=6, n_answers=2, n_borrowed=2, max_new_tokens=8,
-                         rewrite_max_new_tokens=12, device="cpu", min_gain=0.0,
+                         rewrite_max_new_tokens=12, device="cpu", min_gain=0.0, n_confirm=2,
                          train=TrainConfig(lr=1e-2, max_steps=3, per_device_batch_size=2, progress=False,
                                            device="cpu", warmup_ratio=0.0))
     res = rewrite.run(cfg, scorer=FunctionScorer(digit_fraction))
     pairs = read_records(tmp_path / "rw" / "pairs.jsonl")
     assert len(pairs) == 6 == res["n_pairs"]
-    for p in pairs:  # the learned target is the best-valued candidate, or the original when none beats it
+    for p in pairs:  # the learned target is the best-valued candidate that won again on fresh answers, or the original
         assert p["gain"] >= 0 and (p["rewrite"] != p["instruction"]) == (p["gain"] > 0)
         assert p["gain"] == pytest.approx(max(p["values"]) - p["values"][0] if p["gain"] > 0 else 0.0)
+        assert p["gain"] == 0 or p["confirmed_gain"] > 0
     outs = read_records(tmp_path / "rw" / "model_outputs.json")
     assert [o["instruction"] for o in outs] == [r["instruction"] for r in RECORDS[:5]]  # original order and text
     init, _ = load_causal_lm(str(tiny_dir), device="cpu")

@@ -8,7 +8,9 @@ judge prefers): candidates are (1) fixed templates around the instruction (`temp
 borrowed from other prompts of the pool (`n_borrowed`; a paraphrase of the same task is a good rewrite, another
 task a bad one); each candidate is judged by the scorer on the policy's answers to it, always measured against
 the ORIGINAL prompt (a rewrite that changes the task loses); the rewriter learns the best candidate, or the
-identity when nothing beats the original by `min_gain`; only the instruction is rewritten, the input is kept.
+identity when nothing beats the original by `min_gain`, and a winner must win again on fresh answers
+(`n_confirm`, against the winner's curse of picking the max of noisy estimates); only the instruction is
+rewritten, the input is kept.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ class Config:
     """answers sampled per candidate; a candidate's value is their mean score"""
     min_gain: float = 0.0
     """a rewrite must beat the original's mean score by more than this, else the pair teaches the identity"""
+    n_confirm: int = 4
+    """fresh answers to the winning rewrite and to the original that re-judge it (the max over many noisy
+    candidates is biased upward: the winner's curse); it is kept only if it still wins; 0 = no check"""
     temperature: float = 1.0
     """sampling temperature of the answers that judge candidates"""
     eval_temperature: float = 0.7
@@ -119,6 +124,24 @@ def build_pairs(policy, tok, records: Sequence[dict], scorer: Scorer, cfg: Confi
         rewrite, gain = best_rewrite(cs, vals, cfg.min_gain)
         pairs.append({"instruction": r["instruction"], "input": r.get("input", ""), "rewrite": rewrite,
                       "gain": gain, "values": vals})
+    return confirm(policy, tok, pairs, scorer, cfg) if cfg.n_confirm > 0 else pairs
+
+
+def confirm(policy, tok, pairs: list[dict], scorer: Scorer, cfg: Config) -> list[dict]:
+    """Re-judge each chosen rewrite against the original on `n_confirm` fresh answers each (another seed); a
+    rewrite that no longer beats the original by `min_gain` becomes the identity. Adds `confirmed_gain`."""
+    todo = [p for p in pairs if p["rewrite"] != p["instruction"]]
+    n = cfg.n_confirm
+    recs = [{"instruction": x, "input": p["input"]} for p in todo for x in (p["rewrite"], p["instruction"])
+            for _ in range(n)]
+    texts = _answer(policy, tok, recs, cfg, cfg.temperature, cfg.seed + 2)
+    scores = scorer.score([{"instruction": p["instruction"], "input": p["input"]} for p in todo for _ in range(2 * n)],
+                          texts)
+    for i, p in enumerate(todo):
+        new, old = np.mean(scores[2 * n * i:2 * n * i + n]), np.mean(scores[2 * n * i + n:2 * n * (i + 1)])
+        p["confirmed_gain"] = float(new - old)
+        if new - old <= cfg.min_gain:
+            p["rewrite"], p["gain"] = p["instruction"], 0.0
     return pairs
 
 
