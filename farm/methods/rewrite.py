@@ -8,7 +8,7 @@ judge prefers): candidates are (1) fixed templates around the instruction (`temp
 borrowed from other prompts of the pool (`n_borrowed`; a paraphrase of the same task is a good rewrite, another
 task a bad one); each candidate is judged by the scorer on the policy's answers to it, always measured against
 the ORIGINAL prompt (a rewrite that changes the task loses); the rewriter learns the best candidate, or the
-identity when nothing beats the original by `min_gain`, and a winner must win again on fresh answers
+identity (taught as an empty rewrite = "keep") when nothing beats the original by `min_gain`, and a winner must win again on fresh answers
 (`n_confirm`, against the winner's curse of picking the max of noisy estimates); only the instruction is
 rewritten, the input is kept.
 """
@@ -146,9 +146,15 @@ def confirm(policy, tok, pairs: list[dict], scorer: Scorer, cfg: Config) -> list
 
 
 def rewriter_examples(pairs: Sequence[dict]) -> list[dict]:
-    """SFT records for the rewriter: the rewrite prompt (verbatim `prompt`) → the rewritten instruction."""
-    return [{"prompt": REWRITE_TEMPLATE.format(instruction=p["instruction"]), "output": p["rewrite"]}
-            for p in pairs]
+    """SFT records for the rewriter: the rewrite prompt (verbatim `prompt`) → the rewritten instruction, or
+    the EMPTY answer (just EOS) when the original should stay: "keep" is one token to learn, where copying a
+    prompt verbatim is hard for a small rewriter (and `rewrite_instructions` maps empty → the original).
+
+    >>> [e["output"] for e in rewriter_examples([{"instruction": "a", "rewrite": "a"}, {"instruction": "a", "rewrite": "b"}])]
+    ['', 'b']
+    """
+    return [{"prompt": REWRITE_TEMPLATE.format(instruction=p["instruction"]),
+             "output": "" if p["rewrite"] == p["instruction"] else p["rewrite"]} for p in pairs]
 
 
 def rewrite_instructions(rewriter, tok, records: Sequence[dict], max_new_tokens: int) -> list[str]:
