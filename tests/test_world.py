@@ -69,8 +69,8 @@ LADDERS = [
     ("Count the words.", "cat dog sun", ["3", "4", "6", "blue"]),
     ("Which number is the largest?", "4 17 9", ["17", "9", "4", "fox"]),
     ("Give the first word as JSON.", "red blue sun", ['{"answer": "red"}', '{"answer": "blue"}', "red", "{}"]),
-    ("Repeat the word three times.", "sun", ["sun sun sun", "sun sun", "sun", "moon"]),
-    ("Write each word as a list item.", "cat dog", ["- cat\n- dog", "1. cat\n2. dog", "cat", "- pen"]),
+    ("Repeat the words three times.", "sun", ["sun sun sun", "sun sun", "sun", "zzz"]),
+    ("Write each word as a list item.", "cat dog", ["- cat\n- dog", "1. cat\n2. dog", "cat", "zzz"]),
 ]
 
 

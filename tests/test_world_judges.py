@@ -7,6 +7,8 @@ import pytest
 
 from farm.annotators.synthetic import (
     ANNOTATOR_NAMES,
+    POOL_LENGTH,
+    POOL_POSITION,
     PRESETS,
     TARGETS,
     TRAIN_FLIP,
@@ -141,7 +143,9 @@ def test_llm_like_presets_and_training_pool_are_calibrated(table):
 
 
 def test_refit_reproduces_the_presets_in_code(pairs):
-    fitted = calibration.fit_all(pairs, quality_parts, dict(TARGETS))
+    fitted, (pool_length, pool_position) = calibration.fit_all(pairs, quality_parts, dict(TARGETS))
+    assert pool_length == pytest.approx(POOL_LENGTH, abs=0.02)
+    assert pool_position == pytest.approx(POOL_POSITION, abs=0.02)
     for name, params in fitted.items():
         for field in ("beta", "length", "position"):
             assert getattr(params, field) == pytest.approx(getattr(PRESETS[name], field), abs=0.02), (name, field)

@@ -17,7 +17,8 @@ batching), or returned as the probability itself when `soft` (like AlpacaEval's 
 Identical outputs are a tie (0.5). Several independent human draws: `make_annotator("human", q, seed=k)` is
 person k (k = 0, 1, 2, …); `annotate(pairs, seed)` is the run seed.
 
-`PRESETS` holds the fitted parameters (`farm world calibrate` refits and prints target vs achieved). Pools:
+`PRESETS`, `POOL_LENGTH` and `POOL_POSITION` hold the fitted parameters (`farm world calibrate --refit` refits
+them and prints target vs achieved; docs/world.md has the table). Pools:
 `alpacafarm_pool` (13 members like AlpacaFarm's annotator_pool_v0 — 5 GPT-4-like, 4 ChatGPT-like,
 4 Davinci-003-like variants — one random member per pair, then 25% label flips, for training) and `eval_pool`
 (the same members, no flips). `gold` prefers the higher gold quality (ties 0.5); `longest` the longer output.
@@ -65,14 +66,14 @@ class JudgeParams:
 # evaluators_leaderboard.csv named in TARGETS. `attention`, `opinion` and `soft` are chosen by hand per judge
 # (its character); beta, length and position are fitted to (human agreement, P(prefer longer), P(prefer first)).
 PRESETS: dict[str, JudgeParams] = {
-    "human": JudgeParams(beta=2.366, length=0.439, position=0.089),
-    "gpt4_like": JudgeParams(beta=3.639, length=0.769, position=-0.003, opinion=0.5),
-    "gpt4_turbo_like": JudgeParams(beta=0.888, length=0.063, position=0.12, opinion=0.5, soft=True),
-    "gpt4_greedy_like": JudgeParams(beta=3.128, length=0.205, position=0.217, opinion=0.5),
-    "claude_like": JudgeParams(beta=2.641, length=0.678, position=-0.059, attention=0.9, opinion=0.7),
-    "chatgpt_like": JudgeParams(beta=1.172, length=0.362, position=-0.048, attention=0.7, opinion=1.0),
-    "davinci003_like": JudgeParams(beta=2.253, length=0.96, position=-0.199, attention=0.8, opinion=0.8),
-    "llama3_70b_like": JudgeParams(beta=2.599, length=1.608, position=-0.16, attention=0.9, opinion=0.6),
+    "human": JudgeParams(beta=2.501, length=0.499, position=0.12),
+    "gpt4_like": JudgeParams(beta=3.76, length=0.849, position=0.053, opinion=0.5),
+    "gpt4_turbo_like": JudgeParams(beta=0.959, length=0.087, position=0.127, opinion=0.5, soft=True),
+    "gpt4_greedy_like": JudgeParams(beta=3.298, length=0.273, position=0.239, opinion=0.5),
+    "claude_like": JudgeParams(beta=2.73, length=0.752, position=-0.002, attention=0.9, opinion=0.7),
+    "chatgpt_like": JudgeParams(beta=1.25, length=0.4, position=-0.054, attention=0.7, opinion=1.0),
+    "davinci003_like": JudgeParams(beta=2.4, length=0.981, position=-0.097, attention=0.8, opinion=0.8),
+    "llama3_70b_like": JudgeParams(beta=2.646, length=1.673, position=-0.09, attention=0.9, opinion=0.6),
 }
 
 # (row of evaluators_leaderboard.csv, human agreement %, P(prefer longer), P(prefer first)) — copied from
@@ -102,6 +103,10 @@ POOL_MEMBERS: tuple[tuple[str, str, float, float], ...] = (
     ("davinci003_3", "davinci003_like", -0.2, 1.2), ("davinci003_4", "davinci003_like", -0.1, 1.0),
 )
 TRAIN_FLIP = 0.25  # AlpacaFarm's training pool flips 25% of labels (the human inter-annotator variability)
+# Fitted with PRESETS: a scale of every member's length bias and a shift of their position bias, so that the
+# training pool's P(prefer longer) and P(prefer first) match AlpacaEval's `alpaca_farm` row (the flips pull both
+# toward 0.5, so members must be a bit more biased than the presets they vary).
+POOL_LENGTH, POOL_POSITION = 1.233, 0.187
 
 
 def _quality_id(quality_fn: QualityFn | None) -> str:
@@ -216,10 +221,15 @@ class SyntheticPool:
         return out  # type: ignore[return-value]
 
 
-def pool_members(quality_fn: QualityFn, presets: dict[str, JudgeParams] | None = None) -> list[SyntheticJudge]:
+def pool_members(quality_fn: QualityFn, presets: dict[str, JudgeParams] | None = None,
+                 length_scale: float | None = None, position_shift: float | None = None) -> list[SyntheticJudge]:
+    """The 13 members of AlpacaFarm-like pools: their length biases scaled by `length_scale` (default
+    POOL_LENGTH), their position biases shifted by `position_shift` (default POOL_POSITION)."""
     presets = presets or PRESETS
-    return [SyntheticJudge(name, quality_fn, replace(presets[base], position=presets[base].position + dpos,
-                                                     length=presets[base].length * lmul))
+    scale = POOL_LENGTH if length_scale is None else length_scale
+    shift = POOL_POSITION if position_shift is None else position_shift
+    return [SyntheticJudge(name, quality_fn, replace(presets[base], position=presets[base].position + dpos + shift,
+                                                     length=presets[base].length * lmul * scale))
             for name, base, dpos, lmul in POOL_MEMBERS]
 
 

@@ -27,9 +27,11 @@ import numpy as np
 from farm.annotators.synthetic import (
     PRESETS,
     TARGETS,
+    TRAIN_FLIP,
     JudgeParams,
     SyntheticJudge,
     make_annotator,
+    pool_members,
 )
 from farm.types import Annotation, Pair
 
@@ -162,15 +164,40 @@ def fit_params(name: str, pairs: Sequence[Pair], quality_fn, target: tuple[float
     return replace(start, beta=beta, length=length, position=position)
 
 
-def fit_all(pairs: Sequence[Pair], quality_fn, targets: dict | None = None) -> dict[str, JudgeParams]:
-    """Refit every preset (human first); returns the new PRESETS (compare with the ones in code)."""
+def fit_pool(pairs: Sequence[Pair], quality_fn, target: tuple[float, float],
+             presets: dict[str, JudgeParams] | None = None) -> tuple[float, float]:
+    """(POOL_LENGTH, POOL_POSITION): the scale of the members' length biases and the shift of their position
+    biases that give the training pool (uniform member, then TRAIN_FLIP flips) the target (P(longer), P(first))."""
+    from scipy.optimize import least_squares
+
+    parts = []  # features do not depend on the biases: compute them once per member
+    for m in pool_members(quality_fn, presets, length_scale=1.0, position_shift=0.0):
+        gap, ell, z = m.features(pairs)
+        p = m.params
+        parts.append((p.beta * gap - p.position + p.opinion * z, p.length * ell))
+
+    def figures(x: np.ndarray) -> np.ndarray:
+        scale, shift = x
+        prob = np.mean([1 / (1 + np.exp(-(base - shift + scale * length))) for base, length in parts], axis=0)
+        prob = (1 - TRAIN_FLIP) * prob + TRAIN_FLIP * (1 - prob)
+        return 100 * np.array([expected_p_longer(prob, pairs), 1 - prob.mean()])
+
+    res = least_squares(lambda x: figures(x) - 100 * np.array(target), x0=[1.0, 0.0],
+                        bounds=([0.0, -3.0], [10.0, 3.0]))
+    return round(float(res.x[0]), 3), round(float(res.x[1]), 3)
+
+
+def fit_all(pairs: Sequence[Pair], quality_fn, targets: dict | None = None
+            ) -> tuple[dict[str, JudgeParams], tuple[float, float]]:
+    """Refit every preset (human first), then the pools' biases; returns (PRESETS, (POOL_LENGTH, POOL_POSITION))
+    to compare with the ones in code."""
     targets = targets or load_targets()
     fitted = {"human": fit_params("human", pairs, quality_fn, targets["human"][1:], PRESETS["human"])}
     h = SyntheticJudge("human", quality_fn, fitted["human"]).probabilities(pairs)
     for name, start in PRESETS.items():
         if name != "human" and name in targets:
             fitted[name] = fit_params(name, pairs, quality_fn, targets[name][1:], start, h=h)
-    return fitted
+    return fitted, fit_pool(pairs, quality_fn, targets["alpacafarm_pool"][2:], fitted)
 
 
 # ----- the calibration table -----

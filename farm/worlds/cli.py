@@ -82,14 +82,17 @@ def _calibrate(args: argparse.Namespace) -> int:
     targets = calibration.load_targets(args.shared)
     pairs = calibration_pairs(args.pairs, args.seed)
     if args.refit:
-        fitted = calibration.fit_all(pairs, quality_parts, targets)
+        fitted, pool = calibration.fit_all(pairs, quality_parts, targets)
         print("refitted presets (paste into farm/annotators/synthetic.py PRESETS to adopt):")
         for name, params in fitted.items():
             changed = {k: v for k, v in asdict(params).items() if v != asdict(synthetic.JudgeParams())[k]}
             args_txt = ", ".join(f"{k}={v!r}" for k, v in changed.items())
             same = "" if params == synthetic.PRESETS[name] else "   # differs from the code"
             print(f'    "{name}": JudgeParams({args_txt}),{same}')
+        same = "" if pool == (synthetic.POOL_LENGTH, synthetic.POOL_POSITION) else "   # differs from the code"
+        print(f"POOL_LENGTH, POOL_POSITION = {pool[0]!r}, {pool[1]!r}{same}")
         synthetic.PRESETS.update(fitted)  # the table below then shows the refitted judges
+        synthetic.POOL_LENGTH, synthetic.POOL_POSITION = pool
     table = calibration.calibration_table(pairs, quality_parts, targets, progress=sys.stderr.isatty())
     source = calibration.targets_path(args.shared) or "figures copied in farm/annotators/synthetic.py TARGETS"
     print(f"\ncalibration on {len(pairs)} pairs of the tasks world (seed {args.seed}); targets from {source}")

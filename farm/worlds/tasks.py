@@ -3,7 +3,7 @@ demonstrations, a fixed baseline policy, and simulated annotators calibrated to 
 
 Sized for tiny CPU policies (≈1M parameters, a BPE vocabulary of a few hundred tokens trained on this text):
 prompts are a one-line instruction plus a short input (≲ 40 tokens), answers are ≲ 30 tokens, and everything
-is built from 48 words and the numbers 0–99.
+is built from 24 words and the numbers 1–40.
 
 Families (a literal table, `FAMILIES`): sort, reverse, add, upper, count, max, json, repeat, bullets.
 
@@ -40,18 +40,18 @@ import numpy as np
 from farm.errors import FarmError
 from farm.types import Annotator, Pair, stable_seed
 
-VERSION = "tasks-1"  # bump when the gold quality or the generator changes: judges' identities (caches) change too
-WORDS = (
-    "cat dog fox owl bee cow pig hen ant bat red blue green pink gray gold sun moon star tree leaf rock sand "
-    "rain snow wind lake hill road boat ship car bus cup pen book box key hat shoe apple pear plum lime corn "
-    "rice milk cake"
-).split()
+VERSION = "tasks-2"  # bump when the gold quality or the generator changes: judges' identities (caches) change too
+WORDS = tuple("cat dog fox owl bee cow red blue green pink gold sun moon star tree rock rain lake boat car cup key hat "
+              "cake".split())
+WORD_SET = frozenset(WORDS)
+MAX_NUMBER = 40  # numbers are 1..40: frequent enough that each is one BPE token a tiny model learns quickly
+SHAPE_WEIGHT = 0.25
 PREFIX_FILLERS = ("Sure!", "Of course!", "Certainly!", "Here is the answer:", "The answer is", "Answer:")
 SUFFIX_FILLERS = ("Hope this helps!", "Let me know if you need more help.", "Thanks!")
 FILLER_COSTS, RAMBLE_COST = (0.0, 0.0, 0.04), 0.10  # cost of the 1st, 2nd, 3rd filler; of each further one
 
 DEMO_SKILLS = ((0.95, 0.4), (0.7, 0.3), (0.4, 0.2), (0.1, 0.1))  # (skill, share of SFT demonstrations)
-BASELINE_SKILL = 0.45
+BASELINE_SKILL = 0.1  # weak: a tiny SFT policy on a CPU budget should be able to approach it
 DEFAULT_SIZES = {"sft": 10_000, "preference": 10_000, "unlabeled": 20_000, "eval": 810}
 SPLITS = ("eval", "sft", "preference", "unlabeled")  # generation order: later splits avoid earlier prompts
 
@@ -86,13 +86,28 @@ def _numbers(text: str) -> list[int]:
     return [int(t) for t in re.findall(r"-?\d+", text)]
 
 
+def _mix(shape: float, content: float) -> float:
+    """Core score: SHAPE_WEIGHT for an answer of the right shape (k numbers, k words, a bare number, a list of
+    k items) whatever its content, the rest for the content. Learnable early, so tiny policies get a signal."""
+    return SHAPE_WEIGHT * shape + (1 - SHAPE_WEIGHT) * content
+
+
+def _tokens(core: str) -> list[str]:
+    return core.replace(",", " ").split()
+
+
+def _shape(ok_tokens: bool, n: int, k: int) -> float:
+    """1 for k tokens of the right kind, 0.5 for another number of them, 0 otherwise."""
+    return 0.0 if not ok_tokens or n == 0 else 1.0 if n == k else 0.5
+
+
 def _numeric_score(core: str, target: int, credit: Callable[[int], float]) -> float:
-    """The last number in the core is the answer; extra words cost a little (format)."""
+    """The last number in the core is the answer (content); a bare number is the right shape."""
     nums = _numbers(core)
     if not nums:
         return 0.0
-    fmt = 1.0 if core.strip() == str(nums[-1]) else max(0.5, 1.0 - 0.1 * (len(core.split()) - 1))
-    return fmt * (1.0 if nums[-1] == target else credit(nums[-1]))
+    shape = 1.0 if core.strip() == str(nums[-1]) else 0.5
+    return _mix(shape, 1.0 if nums[-1] == target else credit(nums[-1]))
 
 
 # ----- families: make an input, the reference answer, graded score of a core, typical mistakes -----
@@ -110,8 +125,8 @@ class Family:
     severe: Callable[[str, str, dict, np.random.Generator], str]  # → plausible but wrong answer
 
 
-def _nums_input(rng: np.random.Generator, lo: int = 3, hi: int = 5) -> list[int]:
-    return [int(x) for x in rng.choice(100, size=int(rng.integers(lo, hi + 1)), replace=False)]
+def _nums_input(rng: np.random.Generator, lo: int = 3, hi: int = 4) -> list[int]:
+    return [int(x) for x in rng.choice(MAX_NUMBER, size=int(rng.integers(lo, hi + 1)), replace=False) + 1]
 
 
 def _words_input(rng: np.random.Generator, lo: int, hi: int) -> list[str]:
@@ -128,8 +143,18 @@ def _swap_or_drop(tokens: list[str], rng: np.random.Generator) -> list[str]:
     return tokens
 
 
-def _seq_score(core: str, ref: str) -> float:
-    return overlap(core.replace(",", " ").split(), ref.split()) ** 2
+def _seq_score(core: str, ref: str, kind: Callable[[str], bool]) -> float:
+    """Sequence answers (sort, reverse, repeat): shape = k tokens of the right kind, content = overlap²."""
+    toks, ref_toks = _tokens(core), ref.split()
+    return _mix(_shape(all(map(kind, toks)), len(toks), len(ref_toks)), overlap(toks, ref_toks) ** 2)
+
+
+def _is_number(t: str) -> bool:
+    return t.isdigit()
+
+
+def _is_word(t: str) -> bool:
+    return t in WORD_SET
 
 
 def _sort_answer(inp: str, p: dict) -> str:
@@ -150,9 +175,10 @@ def _max_score(core: str, inp: str, p: dict) -> float:
 
 
 def _upper_score(core: str, inp: str, p: dict) -> float:
-    ref = inp.upper().split()
-    right_words = overlap(core.upper().split(), ref)  # the right words, whatever their case
-    return (0.4 * right_words + 0.6 * overlap(core.split(), ref)) ** 2
+    toks, ref = core.split(), inp.upper().split()
+    shape = _shape(all(t.isalpha() and t.isupper() for t in toks), len(toks), len(ref))
+    right_words = overlap([t.upper() for t in toks], ref)  # the right words, whatever their case
+    return _mix(shape, (0.4 * right_words + 0.6 * overlap(toks, ref)) ** 2)
 
 
 def _json_target(inp: str, p: dict) -> str:
@@ -190,7 +216,8 @@ def _bullet_items(core: str) -> tuple[list[str], float]:
 
 def _bullets_score(core: str, inp: str, p: dict) -> float:
     items, marked = _bullet_items(core)
-    return overlap(items, inp.split()) ** 2 * (0.6 + 0.4 * marked)
+    shape = marked * (1.0 if len(items) == len(inp.split()) else 0.5)
+    return _mix(shape, overlap(items, inp.split()) ** 2)
 
 
 def _bullets_mild(ans: str, inp: str, p: dict, rng: np.random.Generator) -> str:
@@ -201,8 +228,7 @@ def _bullets_mild(ans: str, inp: str, p: dict, rng: np.random.Generator) -> str:
 
 
 def _repeat_mild(ans: str, inp: str, p: dict, rng: np.random.Generator) -> str:
-    w = ans.split()[0]
-    return " ".join([w] * (p["times"] + (1 if rng.random() < 0.5 else -1)))
+    return " ".join([inp] * (p["times"] + (1 if rng.random() < 0.5 else -1)))
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in [
@@ -213,33 +239,33 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
          "Sort the numbers from largest to smallest.": {"desc": True}},
         make_input=lambda rng, p: " ".join(map(str, _nums_input(rng))),
         answer=_sort_answer,
-        score=lambda core, inp, p: _seq_score(core, _sort_answer(inp, p)),
+        score=lambda core, inp, p: _seq_score(core, _sort_answer(inp, p), _is_number),
         mild=lambda ans, inp, p, rng: " ".join(_swap_or_drop(ans.split(), rng)),
         severe=lambda ans, inp, p, rng: " ".join(ans.split()[::-1]),
     ),
     Family(
         "reverse",
         {"Reverse the order of the words.": {}, "Write the words in reverse order.": {}},
-        make_input=lambda rng, p: " ".join(_words_input(rng, 3, 5)),
+        make_input=lambda rng, p: " ".join(_words_input(rng, 2, 4)),
         answer=lambda inp, p: " ".join(inp.split()[::-1]),
-        score=lambda core, inp, p: _seq_score(core, " ".join(inp.split()[::-1])),
+        score=lambda core, inp, p: _seq_score(core, " ".join(inp.split()[::-1]), _is_word),
         mild=lambda ans, inp, p, rng: " ".join(_swap_or_drop(ans.split(), rng)),
         severe=lambda ans, inp, p, rng: " ".join(ans.split()[::-1]),  # the input, unchanged
     ),
     Family(
         "add",
         {"Add the two numbers.": {}, "What is the sum of the numbers?": {}},
-        make_input=lambda rng, p: f"{int(rng.integers(50))} + {int(rng.integers(50))}",
+        make_input=lambda rng, p: f"{int(rng.integers(1, 21))} + {int(rng.integers(1, 21))}",
         answer=_add_answer,
         score=lambda core, inp, p: _numeric_score(core, int(_add_answer(inp, p)),
                                                   lambda x: 0.5 ** abs(x - int(_add_answer(inp, p)))),
         mild=lambda ans, inp, p, rng: str(int(ans) + int(rng.choice([-2, -1, 1, 2]))),
-        severe=lambda ans, inp, p, rng: str(int(ans) + int(rng.choice([-10, 10, 20]))),
+        severe=lambda ans, inp, p, rng: str(int(ans) + int(rng.choice([-10, -5, 5, 10]))),
     ),
     Family(
         "upper",
         {"Write the words in capital letters.": {}, "Convert the words to uppercase.": {}},
-        make_input=lambda rng, p: " ".join(_words_input(rng, 1, 3)),
+        make_input=lambda rng, p: " ".join(_words_input(rng, 1, 2)),
         answer=lambda inp, p: inp.upper(),
         score=_upper_score,
         mild=lambda ans, inp, p, rng: ans.title() if rng.random() < 0.5 else ans[:-1] + ans[-1].lower(),
@@ -248,12 +274,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family(
         "count",
         {"How many words are in the list?": {}, "Count the words.": {}},
-        make_input=lambda rng, p: " ".join(_words_input(rng, 2, 7)),
+        make_input=lambda rng, p: " ".join(_words_input(rng, 2, 5)),
         answer=lambda inp, p: str(len(inp.split())),
         score=lambda core, inp, p: _numeric_score(core, len(inp.split()),
                                                   lambda x: 0.5 ** abs(x - len(inp.split()))),
         mild=lambda ans, inp, p, rng: str(int(ans) + int(rng.choice([-1, 1]))),
-        severe=lambda ans, inp, p, rng: str(int(ans) + int(rng.choice([-3, 3, 5]))),
+        severe=lambda ans, inp, p, rng: str(int(ans) + int(rng.choice([2, 3, 4]))),
     ),
     Family(
         "max",
@@ -267,7 +293,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family(
         "json",
         {"Give the first word as JSON.": {"which": "first"}, "Return the last word in JSON.": {"which": "last"}},
-        make_input=lambda rng, p: " ".join(_words_input(rng, 3, 4)),
+        make_input=lambda rng, p: " ".join(_words_input(rng, 2, 3)),
         answer=lambda inp, p: json.dumps({"answer": _json_target(inp, p)}),
         score=_json_score,
         mild=lambda ans, inp, p, rng: ans.replace('"', "", 2)[:-1] if rng.random() < 0.5 else ans[:-1],
@@ -275,18 +301,18 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     ),
     Family(
         "repeat",
-        {"Repeat the word two times.": {"times": 2}, "Repeat the word three times.": {"times": 3},
-         "Say the word three times.": {"times": 3}},
-        make_input=lambda rng, p: _words_input(rng, 1, 1)[0],
+        {"Repeat the words two times.": {"times": 2}, "Repeat the words three times.": {"times": 3},
+         "Say the words three times.": {"times": 3}},
+        make_input=lambda rng, p: " ".join(_words_input(rng, 1, 2)),
         answer=lambda inp, p: " ".join([inp] * p["times"]),
-        score=lambda core, inp, p: _seq_score(core, " ".join([inp] * p["times"])),
+        score=lambda core, inp, p: _seq_score(core, " ".join([inp] * p["times"]), _is_word),
         mild=_repeat_mild,
-        severe=lambda ans, inp, p, rng: ans.split()[0],
+        severe=lambda ans, inp, p, rng: " ".join(ans.split()[: len(ans.split()) // 3 or 1]),
     ),
     Family(
         "bullets",
         {"Write each word as a list item.": {}, "Make a bulleted list of the words.": {}},
-        make_input=lambda rng, p: " ".join(_words_input(rng, 2, 4)),
+        make_input=lambda rng, p: " ".join(_words_input(rng, 2, 3)),
         answer=lambda inp, p: "\n".join(f"- {w}" for w in inp.split()),
         score=_bullets_score,
         mild=_bullets_mild,
@@ -355,7 +381,7 @@ def quality(instruction: str, input: str, output: str) -> float:
     """Gold quality of `output` in [0, 1] (see the module docstring).
 
     >>> quality("Add the two numbers.", "12 + 7", "19"), quality("Add the two numbers.", "12 + 7", "20")
-    (1.0, 0.5)
+    (1.0, 0.625)
     >>> quality("Add the two numbers.", "12 + 7", "Sure! The answer is 19. Thanks!"), quality("Count the words.", "a b", "zzz")
     (0.96, 0.0)
     """
@@ -380,10 +406,11 @@ def _dress(core: str, style: str, rng: np.random.Generator) -> str:
     if style == "lead":
         lead = ("The answer is", "Answer:")[int(rng.integers(2))]
         return f"{lead}{sep}{core}" + ("." if lead == "The answer is" and sep == " " else "")
-    opener = ("Sure!", "Of course!", "Certainly!")[int(rng.integers(3))]
+    # few phrasings (gold knows more): a tiny policy should spend its capacity on the answer, not on wording
+    opener = ("Sure!", "Of course!")[int(rng.integers(2))]
     text = f"{opener} Here is the answer:{sep}{core}"
     if style == "chatty":
-        text += f"{sep}{SUFFIX_FILLERS[int(rng.integers(len(SUFFIX_FILLERS)))]}"
+        text += f"{sep}{('Hope this helps!', 'Thanks!')[int(rng.integers(2))]}"
     return text
 
 
@@ -425,6 +452,7 @@ class TaskWorld:
     splits: dict[str, list[dict]]
     families: tuple[str, ...] = field(default_factory=lambda: tuple(FAMILIES))
     name: str = "tasks"
+    baseline_skill: float = BASELINE_SKILL
 
     @property
     def sft(self) -> list[dict]:
@@ -456,7 +484,7 @@ class TaskWorld:
         for p in prompts:
             rng = np.random.default_rng(stable_seed("baseline", p["instruction"], p.get("input", "")))
             rec = {"instruction": p["instruction"], "input": p.get("input", ""),
-                   "output": sample_output(p["instruction"], p.get("input", ""), rng, BASELINE_SKILL),
+                   "output": sample_output(p["instruction"], p.get("input", ""), rng, self.baseline_skill),
                    "generator": "baseline"}
             rec.update({k: p[k] for k in ("id", "family") if k in p})
             out.append(rec)
@@ -480,7 +508,8 @@ class TaskWorld:
         folder = Path(folder)
         paths = {s: write_records(folder / f"{s}.json", recs) for s, recs in self.splits.items()}
         paths["baseline_outputs"] = write_records(folder / "baseline_outputs.json", self.baseline_outputs(self.eval))
-        manifest = {"world": self.name, "seed": self.seed, "families": list(self.families),
+        manifest = {"world": self.name, "version": VERSION, "seed": self.seed, "families": list(self.families),
+                    "baseline_skill": self.baseline_skill,
                     "sizes": {s: len(r) for s, r in self.splits.items()}}
         atomic_write_text(folder / "world.json", json.dumps(manifest, indent=1) + "\n")
         paths["manifest"] = folder / "world.json"
@@ -510,8 +539,10 @@ def calibration_pairs(n: int = 4000, seed: int = 0, families: Sequence[str] | No
     return out
 
 
-def build(seed: int = 0, families: Sequence[str] | None = None, **sizes: int) -> TaskWorld:
-    """The world for `seed`. `sizes` overrides split sizes (sft, preference, unlabeled, eval).
+def build(seed: int = 0, families: Sequence[str] | None = None, baseline_skill: float = BASELINE_SKILL,
+          **sizes: int) -> TaskWorld:
+    """The world for `seed`. `sizes` overrides split sizes (sft, preference, unlabeled, eval); `baseline_skill`
+    makes the fixed baseline policy stronger or weaker (P(correct answer), default BASELINE_SKILL).
 
     Each split draws from its own seeded stream, so changing one split's size leaves the others unchanged,
     and the eval split of seed 0 is the frozen `eval_sets/tasks_eval.json`. Prompts never repeat across
@@ -548,4 +579,6 @@ def build(seed: int = 0, families: Sequence[str] | None = None, **sizes: int) ->
             recs.append(p)
         splits[split] = recs
         taken |= {(r["instruction"], r["input"]) for r in recs}
-    return TaskWorld(seed=seed, splits=splits, families=families)
+    if not 0.0 <= baseline_skill <= 1.0:
+        raise FarmError(f"baseline_skill must be in [0, 1], got {baseline_skill}", field="baseline_skill")
+    return TaskWorld(seed=seed, splits=splits, families=families, baseline_skill=float(baseline_skill))
