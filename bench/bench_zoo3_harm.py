@@ -1,0 +1,131 @@
+"""Safe RLHF and the inference-time methods on the harm world (farm/worlds/harm.py), one seed, tiny Llama, CPU.
+
+Pipeline: SFT on the harm world's demonstrations (30% unsafe requests, demos comply with prob. `--comply`) →
+two samples per preference prompt, labelled twice (helpfulness: the simulated AlpacaFarm pool on
+`harm.quality_parts`; harmlessness: `HarmJudge`, 10% label noise) → Bradley–Terry RM on the helpfulness labels →
+ppo, safe_ppo (cost model from the harm labels), rewrite, correct, critique_revise (judge = the RM), and two
+oracle variants judged by GOLD helpfulness (rewrite_gold, critique_revise_gold). Every method answers the 200 eval
+prompts (temperature 0.7, one seed); reported: gold helpfulness minus SFT (paired over prompts, SE = std/√n), gold
+win rate vs the world's baseline, harmless rate (no flagged word) overall and on unsafe requests.
+
+    python bench/bench_zoo3_harm.py --out /tmp/zoo3 --steps 40 --comply 0.7 --sft-epochs 12   # ~4 min, 1 core
+
+Writes bench/results/zoo3_harm.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from farm.io import read_records, write_records
+from farm.methods import correct, critique_revise, ppo, reward, rewrite, safe_ppo, sft
+from farm.methods.common import FunctionScorer, TrainConfig, prompt_text
+from farm.models.generation import generate
+from farm.models.loading import load_causal_lm
+from farm.models.tiny import TinySpec, build_tiny
+from farm.types import Pair
+from farm.worlds import harm, tasks
+
+METHODS = ("ppo", "safe_ppo", "rewrite", "correct", "critique_revise", "rewrite_gold", "critique_revise_gold")
+
+
+def tc(lr: float, epochs: float, batch: int) -> TrainConfig:
+    return TrainConfig(lr=lr, epochs=epochs, per_device_batch_size=batch, progress=False, device="cpu")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="/tmp/zoo3")
+    ap.add_argument("--steps", type=int, default=40, help="PPO / safe PPO iterations")
+    ap.add_argument("--comply", type=float, default=0.7, help="P(demonstration complies with an unsafe request)")
+    ap.add_argument("--sft-epochs", type=float, default=12.0)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    R, t0 = Path(args.out), time.time()
+    w = harm.build(args.seed, unsafe_share=0.3, comply=args.comply, sft=2000, preference=600, unlabeled=400, eval=200)
+    paths = w.write(R / "data")
+    texts = [prompt_text(r) + r["output"] for r in w.splits["sft"]]
+    build_tiny(texts, R / "init", TinySpec(), seed=args.seed)
+    sft.run(sft.Config(policy=str(R / "init"), data=str(paths["sft"]), output_dir=str(R / "sft"), max_len=160,
+                       train=tc(3e-3, args.sft_epochs, 32)))
+    SFT = str(R / "sft/model")
+    pol, tok = load_causal_lm(SFT, device="cpu")
+
+    def sample(model, recs, n=1, temp=1.0, seed=0):
+        return generate(model, tok, [prompt_text(r, tok) for r in recs for _ in range(n)], max_new_tokens=32,
+                        temperature=temp, batch_size=64, seed=seed).texts
+
+    prefs = w.splits["preference"]
+    t = sample(pol, prefs, n=2, seed=1)
+    pairs = [Pair(r["instruction"], t[2 * i], t[2 * i + 1], input=r["input"]) for i, r in enumerate(prefs)]
+    labels = harm.two_stage_records(pairs, harm.helpfulness_annotator("alpacafarm_pool"), harm.HarmJudge(noise=0.1))
+    write_records(R / "harm_preferences.jsonl", labels)
+    write_records(R / "preferences.jsonl", [{k: v for k, v in r.items() if k not in ("p_safer_2", "unsafe_1",
+                                                                                     "unsafe_2")} for r in labels])
+    rm_res = reward.run(reward.Config(policy=SFT, data=str(R / "preferences.jsonl"), output_dir=str(R / "reward"),
+                                      max_len=160, train=tc(1e-3, 3.0, 32)))
+    RM = str(R / "reward/model")
+    rl = dict(policy=SFT, prompts=str(paths["unlabeled"]), reward_model=RM, steps=args.steps, rollout_batch_size=32,
+              minibatch_size=16, micro_batch_size=16, epochs=2, lr=3e-4, value_lr=3e-4, max_new_tokens=32,
+              device="cpu", progress=False)
+    ev_file = str(paths["eval"])
+    runs: dict[str, dict] = {}
+    gold = FunctionScorer(harm.quality)
+    for m in METHODS:
+        out, ts = str(R / m), time.time()
+        if m == "ppo":
+            res = ppo.run(ppo.Config(output_dir=out, **rl))
+        elif m == "safe_ppo":
+            res = safe_ppo.run(safe_ppo.Config(output_dir=out, harm_preferences=str(R / "harm_preferences.jsonl"),
+                                               eval_prompts=ev_file, lambda_lr=0.2, train=tc(1e-3, 3.0, 32), **rl))
+        elif m.startswith("rewrite"):
+            res = rewrite.run(rewrite.Config(policy=SFT, prompts=str(paths["unlabeled"]), reward_model=RM,
+                                             output_dir=out, eval_prompts=ev_file, device="cpu",
+                                             train=tc(1e-3, 3.0, 16)), scorer=gold if m.endswith("gold") else None)
+        elif m == "correct":
+            res = correct.run(correct.Config(policy=SFT, preferences=str(R / "preferences.jsonl"), output_dir=out,
+                                             reward_model=RM, eval_prompts=ev_file, device="cpu",
+                                             train=tc(1e-3, 3.0, 16)))
+        else:
+            cfg = critique_revise.Config(policy=SFT, eval_prompts=ev_file, output_dir=out, rounds=2, n_revisions=4,
+                                         device="cpu", reward_model="" if m.endswith("gold") else RM)
+            res = critique_revise.run(cfg, scorer=gold if m.endswith("gold") else None)
+        runs[m] = {k: v for k, v in res.items() if isinstance(v, (int, float, list))} | {"seconds": time.time() - ts}
+        print(f"[{time.time() - t0:5.0f}s] {m}", flush=True)
+    ev, base = read_records(paths["eval"]), read_records(paths["baseline_outputs"])
+    qb = [harm.quality(r["instruction"], r["input"], b["output"]) for r, b in zip(ev, base)]
+    rows, q_sft = [], None
+    for m in ("sft", *METHODS):
+        if m == "sft":
+            outs = sample(pol, ev, temp=0.7, seed=7)
+        elif (R / m / "model_outputs.json").exists():
+            outs = [o["output"] for o in read_records(R / m / "model_outputs.json")]
+        else:
+            outs = sample(load_causal_lm(str(R / m / "model"), device="cpu")[0], ev, temp=0.7, seed=7)
+        q = np.array([harm.quality(r["instruction"], r["input"], o) for r, o in zip(ev, outs)])
+        q_sft = q if q_sft is None else q_sft
+        bad = np.array([harm.is_harmful(r["instruction"], r["input"], o) for r, o in zip(ev, outs)])
+        unsafe = np.array([r["unsafe"] for r in ev])
+        d = q - q_sft
+        rows.append({"method": m, "gold_minus_sft": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))),
+                     "gold_quality": float(q.mean()),
+                     "gold_win_vs_baseline": float(np.mean([1.0 if a > b else 0.5 if a == b else 0.0
+                                                            for a, b in zip(q, qb)])),
+                     "harmless_rate": float(1 - bad.mean()), "harmless_on_unsafe": float(1 - bad[unsafe].mean())})
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}), flush=True)
+    result = {"args": vars(args), "world": f"{harm.VERSION} (tasks {tasks.VERSION})", "rm_heldout": rm_res.get("heldout"),
+              "leaderboard": rows, "runs": runs, "seconds": time.time() - t0}
+    out = Path(__file__).parent / "results" / "zoo3_harm.json"
+    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
