@@ -11,9 +11,9 @@ Gold quality `quality(instruction, input, output)` ∈ [0, 1] is recomputed from
 any string a policy writes (garbage → 0):
 1. known filler phrases ("Sure!", "Here is the answer:", "Hope this helps!", …) are stripped from both ends and
    counted; what remains is the *core*;
-2. the family scores the core against the reference answer with partial credit (sequence overlap squared for
-   list-like answers, 0.5^|error| for numbers, JSON validity and key for `json`, the "- " markers for
-   `bullets`);
+2. the family scores the core: 0.25 for an answer of the right *shape* (k numbers, k words, a bare number,
+   a list of k items), 0.75 for its *content* against the reference answer, with partial credit (sequence
+   overlap squared for list-like answers, 0.5^|error| for numbers, JSON validity and key for `json`);
 3. fillers cost `filler_penalty(n)`: the first two ("Sure! Here is the answer:") are free, a third costs 0.04,
    every further one 0.1. Gold is indifferent to the usual padding that length-loving judges reward, mildly
    dislikes more, and strongly dislikes rambling — which is what makes over-optimisation visible.
@@ -45,7 +45,7 @@ WORDS = tuple("cat dog fox owl bee cow red blue green pink gold sun moon star tr
               "cake".split())
 WORD_SET = frozenset(WORDS)
 MAX_NUMBER = 40  # numbers are 1..40: frequent enough that each is one BPE token a tiny model learns quickly
-SHAPE_WEIGHT = 0.25
+SHAPE_WEIGHT = 0.25  # share of a core's score for the right shape of answer, whatever its content
 PREFIX_FILLERS = ("Sure!", "Of course!", "Certainly!", "Here is the answer:", "The answer is", "Answer:")
 SUFFIX_FILLERS = ("Hope this helps!", "Let me know if you need more help.", "Thanks!")
 FILLER_COSTS, RAMBLE_COST = (0.0, 0.0, 0.04), 0.10  # cost of the 1st, 2nd, 3rd filler; of each further one
