@@ -38,10 +38,12 @@ def main(argv: list[str]) -> int:
         for r in list_judges():
             print(f"  {r['name']:<32} {r['kind']:<6} {r['backend']:<14} {r['model']}")
         try:
-            from farm.annotators.synthetic import PRESETS  # synthetic judges defined in code, calibrated
+            # simulated judges of the worlds, calibrated
+            from farm.annotators.synthetic import ANNOTATOR_NAMES
 
-            for name in PRESETS:
-                print(f"  {name:<32} {'judge':<6} {'synthetic':<14}")
+            for name in ANNOTATOR_NAMES:
+                kind = "pool" if name.endswith("pool") else "judge"
+                print(f"  {name:<32} {kind:<6} {'synthetic':<14}")
         except ImportError:
             pass
     if args.what in ("all", "methods"):

@@ -39,6 +39,8 @@ class WorldSpec:
     sizes: dict[str, int] = field(default_factory=lambda: {"sft": 2000, "preference": 600, "unlabeled": 400,
                                                             "eval": 200})
     """split sizes: sft, preference, unlabeled, eval"""
+    options: dict[str, Any] = field(default_factory=dict)
+    """other keyword arguments of the world's `build` (tasks: baseline_skill; harm: unsafe_share, comply)"""
 
 
 @dataclass
@@ -104,7 +106,7 @@ class CompareConfig:
     dpo: dict[str, Any] = field(default_factory=dict)
     rloo: dict[str, Any] = field(default_factory=dict)
     extra_methods: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """overrides for any other method in `methods`, by name"""
+    """overrides for any other method in `methods`, by name (safe_ppo, rewrite, correct, critique_revise)"""
     n_boot: int = 1000
     """bootstrap resamples for intervals"""
     concurrency: int = 0
@@ -180,7 +182,8 @@ class CompareRun:
                             hint=f"known: {', '.join(WORLDS)}")
         import importlib
 
-        return importlib.import_module(WORLDS[self.cfg.world.name]).build(self.cfg.seed, **self.cfg.world.sizes)
+        return importlib.import_module(WORLDS[self.cfg.world.name]).build(self.cfg.seed, **self.cfg.world.options,
+                                                                          **self.cfg.world.sizes)
 
     def annotator(self, name: str):
         """A simulated annotator of the world by name, else a judge/pool folder (farm.annotators)."""
@@ -334,7 +337,8 @@ class CompareRun:
         module = load_method(name)
         files = {"policy": sft_model, "reward_model": rm, "output_dir": str(self.p("models", name)),
                  "prompts": str(self.p("data", "unlabeled.json")),
-                 "preferences": str(self.p("data", "preferences.jsonl"))}
+                 "preferences": str(self.p("data", "preferences.jsonl")),
+                 "eval_prompts": str(self.p("data", "eval.json"))}
         fields = {f.name for f in dataclasses.fields(module.Config)}
         base = {k: v for k, v in files.items() if k in fields}
         base.update({k: v for k, v in METHOD_DEFAULTS.get(name, {}).items() if k in fields})

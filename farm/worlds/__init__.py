@@ -6,6 +6,7 @@ module docstrings) with splits, a gold quality function and annotator presets.
 
 WORLDS: dict[str, str] = {
     "tasks": "farm.worlds.tasks",
+    "harm": "farm.worlds.harm",
 }
 
 
