@@ -254,10 +254,18 @@ def study_alpacafarm_table2(data: str | os.PathLike | None = None, *, n_boot: in
     return {"summary": pd.DataFrame(rows), "correlations": c, "table2": t}
 
 
+def study_world_noise(data=None, **kwargs) -> dict[str, pd.DataFrame]:
+    """Study 4 (synthetic world, no real data needed): see farm/reproduce_world.py."""
+    from farm.reproduce_world import study_world_noise as study
+
+    return study(data, **{k: v for k, v in kwargs.items() if k != "n_boot"})
+
+
 STUDIES: dict[str, Callable[..., dict[str, pd.DataFrame]]] = {
     "pandalm": study_pandalm,
     "alpaca_eval_arena": study_alpaca_eval_arena,
     "alpacafarm_table2": study_alpacafarm_table2,
+    "world_noise": study_world_noise,
 }
 
 

@@ -420,18 +420,12 @@ class CompareRun:
         if self.world is None:
             return {"skipped": "needs a world's gold judge"}
         rows = []
-        base = {(b["instruction"], b.get("input", "")): b["output"]
-                for b in read_records(self.p("data", "baseline_outputs.json"))}
+        base_recs = read_records(self.p("data", "baseline_outputs.json"))
         recs = read_records(self.p("data", "eval.json"))
         q = self.world.quality
 
         def gold_win(recs_, texts):
-            wins = []
-            for r, t in zip(recs_, texts):
-                qb, qm = q(r["instruction"], r.get("input", ""), base[(r["instruction"], r.get("input", ""))]), \
-                    q(r["instruction"], r.get("input", ""), t)
-                wins.append(1.0 if qm > qb else 0.5 if qm == qb else 0.0)
-            return 100 * sum(wins) / max(len(wins), 1)
+            return _gold_win_rate(q, recs_, base_recs, texts)
 
         cand_path = self.p("outputs", "best_of_n_candidates.jsonl")
         if cand_path.exists():
@@ -538,6 +532,17 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "dpo": {"beta": 0.1, "train": {"lr": 5e-4, "epochs": 2.0, "per_device_batch_size": 32}},
     "rloo": {"steps": 30, "prompts_per_step": 8, "k": 4, "lr": 5e-4},
 }
+
+
+def _gold_win_rate(quality, records: list[dict], baseline: list[dict], texts: list[str]) -> float:
+    """100 × mean over records of 1 / 0.5 / 0 as the text's gold quality beats / ties / loses to the baseline's."""
+    base = {(b["instruction"], b.get("input", "")): b["output"] for b in baseline}
+    wins = []
+    for r, t in zip(records, texts):
+        key = (r["instruction"], r.get("input", ""))
+        qb, qm = quality(*key, base[key]), quality(*key, t)
+        wins.append(1.0 if qm > qb else 0.5 if qm == qb else 0.0)
+    return 100 * sum(wins) / max(len(wins), 1)
 
 
 def _num(v: Any) -> Any:

@@ -93,3 +93,23 @@ def test_notebooks_execute_on_a_run(smoke_run, name):
         os.environ.pop("FARM_RUN_DIR", None)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
+
+
+def test_world_noise_study_sweeps_label_noise_on_a_run(smoke_run):
+    from farm.reproduce_world import study_world_noise
+
+    r = study_world_noise(run=smoke_run.dir, flips=(0.0, 0.4), rm_epochs=1.0)
+    curves, labels = r["curves"], r["labels"]
+    assert sorted(curves["flip"].unique()) == [0.0, 0.4] and sorted(curves["n"].unique()) == [1, 2, 4]
+    assert curves["gold_win_rate"].between(0, 100).all()
+    # n = 1 picks the first candidate whatever the reward model: the same gold for every noise level
+    assert curves[curves.n == 1]["gold_win_rate"].nunique() == 1
+    assert set(labels["flip"]) == {0.0, 0.4}
+    # the 0.4 labels are the 0.0 labels with ~40% of them flipped (binomial, 96 pairs)
+    from farm.io import read_annotations
+
+    clean = read_annotations(smoke_run.dir / "noise_sweep" / "flip_0.00" / "preferences.jsonl")
+    noisy = read_annotations(smoke_run.dir / "noise_sweep" / "flip_0.40" / "preferences.jsonl")
+    changed = [a.preference != b.preference for a, b in zip(clean, noisy) if a.preference != 0.5]
+    assert 0.25 < sum(changed) / len(changed) < 0.55
+    assert len(r["summary"]) == 2
