@@ -254,6 +254,33 @@ def study_alpacafarm_table2(data: str | os.PathLike | None = None, *, n_boot: in
     return {"summary": pd.DataFrame(rows), "correlations": c, "table2": t}
 
 
+def study_live(data: str | os.PathLike | None = None, *, annotator: str = "", limit: int = 200, seed: int = 0,
+               n_boot: int = 1000, cache: str | os.PathLike | None = "runs/reproduce_live.sqlite",
+               concurrency: int | None = None) -> dict[str, pd.DataFrame]:
+    """Study 5: the PandaLM study with any judge folder (API, local server, local model) on the first `limit`
+    pairs, beside the recorded GPT-3.5 verdicts on the same pairs. Cached: a re-run makes no requests."""
+    from farm.annotators import annotate_pairs, load_annotator
+    from farm.eval.agreement import agreement_table, read_humans
+
+    if not annotator:
+        raise FarmError("study 'live' needs a judge", field="annotator",
+                        hint="farm reproduce live --annotator gpt4o_mini_basic (or any folder in annotator_prompts/)")
+    d = data_dir(data)
+    humans = read_humans(_need(d / "pandalm/testset-v1.json"))
+    if limit:
+        humans = humans.iloc[:limit].reset_index(drop=True)
+    pairs = pandalm_pairs(humans)
+    judge = load_annotator(annotator)
+    anns = annotate_pairs(pairs, judge, seed=seed, cache_path=cache, progress=True, concurrency=concurrency)
+    verdicts = {annotator: [[a.preference] for a in anns],
+                "gpt-3.5-turbo (recorded)": annotate_repeatedly(replay_judges(d)["gpt-3.5-turbo"], pairs, [seed])}
+    table = agreement_table(humans, verdicts, n_boot=n_boot, seed=seed)
+    summary = [_row(f"{name}: agreement with the human majority (%), {len(pairs)} pairs", np.nan,
+                    float(table.loc[name, "agreement"]), note="ties as a class")
+               for name in verdicts]
+    return {"summary": pd.DataFrame(summary), "agreement": table}
+
+
 def study_world_noise(data=None, **kwargs) -> dict[str, pd.DataFrame]:
     """Study 4 (synthetic world, no real data needed): see farm/reproduce_world.py."""
     from farm.reproduce_world import study_world_noise as study
@@ -266,6 +293,7 @@ STUDIES: dict[str, Callable[..., dict[str, pd.DataFrame]]] = {
     "alpaca_eval_arena": study_alpaca_eval_arena,
     "alpacafarm_table2": study_alpacafarm_table2,
     "world_noise": study_world_noise,
+    "live": study_live,
 }
 
 
@@ -288,10 +316,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default per study)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--details", action="store_true", help="also print every table behind the summary")
+    p.add_argument("--annotator", default="", help="study 'live': the judge folder to evaluate (needs its key/server)")
+    p.add_argument("--limit", type=int, default=200, help="study 'live': how many PandaLM pairs (0 = all 999)")
+    p.add_argument("--run", default=None, help="study 'world_noise': an existing `farm compare` run folder")
     args = p.parse_args(argv)
-    names = list(STUDIES) if args.study == "all" else [args.study]
+    names = [n for n in STUDIES if n != "live"] if args.study == "all" else [args.study]
     for name in names:
         kwargs = {"seed": args.seed} | ({"n_boot": args.n_boot} if args.n_boot is not None else {})
+        if name == "live":
+            kwargs |= {"annotator": args.annotator, "limit": args.limit}
+        if name == "world_noise" and args.run:
+            kwargs["run"] = args.run
         result = STUDIES[name](args.data, **kwargs)
         print(f"== {name} ==\n{format_summary(result['summary'])}\n")
         if args.details:

@@ -87,3 +87,16 @@ def test_notebook_executes(shared_data, name):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("published" in o.get("text", "") for o in outputs)  # the summary table was printed
+
+
+def test_live_study_runs_any_judge_folder_and_explains_a_missing_judge(shared_data, tmp_path):
+    from farm.errors import FarmError
+    from farm.reproduce import study_live
+
+    with pytest.raises(FarmError, match="needs a judge"):
+        study_live(shared_data, annotator="")
+    # a judge folder that needs no network (recorded PandaLM-7B verdicts) stands in for an API judge
+    r = study_live(shared_data, annotator="pandalm_7b_replay", limit=60, cache=tmp_path / "c.sqlite", n_boot=50)
+    table = r["agreement"]
+    assert {"pandalm_7b_replay", "gpt-3.5-turbo (recorded)", "humans"} <= set(table.index)
+    assert 40 < table.loc["pandalm_7b_replay", "agreement"] < 100
