@@ -166,3 +166,16 @@ def test_length_controlled_close_to_alpaca_eval_1(shared_data, alpaca_eval_1):
     # the length-heavy model falls, the short one rises, as in theirs
     assert ours.loc["cohere", "length_controlled_winrate"] < ours.loc["cohere", "win_rate"] - 15
     assert ours.loc["text_davinci_001", "length_controlled_winrate"] > ours.loc["text_davinci_001", "win_rate"]
+
+
+def test_instruction_keys_survive_without_pyarrow_string_storage():
+    # regression: with a NUL separator, pandas' python-backed strings (no pyarrow) hashed only up to the NUL, so
+    # every input of one instruction collapsed into one key
+    import pandas as pd
+
+    from farm.eval.winrate import _codes, _key_strings
+
+    df = pd.DataFrame({"instruction": ["Add."] * 3, "input": ["1 + 2", "3 + 4", "1 + 2"]},
+                      dtype=pd.StringDtype("python"))
+    codes, uniques = _codes(_key_strings(df), None)
+    assert len(uniques) == 2 and codes[0] == codes[2] != codes[1]

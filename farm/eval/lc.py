@@ -78,7 +78,7 @@ def fit_groups(y: np.ndarray, F: np.ndarray, group: np.ndarray, n_groups: int, r
 
 def _design(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[tuple[str, str]]]:
     """Valid rows with model index m, instruction index k, target y and x = tanh(Δ/σ_m)."""
-    from farm.eval.winrate import _codes, _key_strings
+    from farm.eval.winrate import KEY_SEP, _codes, _key_strings
 
     df = frame.loc[frame["p_output_2"].notna(), ["generator_2", "instruction", "input", "output_1", "output_2",
                                                   "p_output_2"]]
@@ -92,7 +92,7 @@ def _design(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[tuple[st
     sd_row = sd[m]
     x = np.tanh(np.divide(delta, sd_row, out=np.zeros_like(delta), where=np.isfinite(sd_row) & (sd_row > 0)))
     out = pd.DataFrame({"m": m, "k": k, "x": x, "p_output_2": df["p_output_2"].to_numpy(float)})
-    return out, models, [tuple(s.split("\x00", 1)) for s in key_strings]
+    return out, models, [tuple(s.split(KEY_SEP, 1)) for s in key_strings]
 
 
 def instruction_difficulty(frame: pd.DataFrame, ridge: float = 0.2, ridge_model: float = 1e-3,

@@ -126,8 +126,11 @@ def _from_alpaca_eval_column(values: pd.Series, where: str) -> np.ndarray:
 
 # ----- integer codes: every per-model / per-instruction sum below is a bincount over these -----
 
+KEY_SEP = "\x1f"  # ASCII unit separator; not NUL: without pyarrow, pandas' string hashing stops at a NUL
+
+
 def _key_strings(frame: pd.DataFrame) -> pd.Series:
-    return frame["instruction"] + "\x00" + frame["input"]  # one vectorised string per (instruction, input)
+    return frame["instruction"] + KEY_SEP + frame["input"]  # one vectorised string per (instruction, input)
 
 
 def _codes(values: pd.Series, universe: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
@@ -154,14 +157,14 @@ class PreferenceMatrix:
     def from_frame(cls, df: pd.DataFrame, models: Sequence[str] | None = None,
                    keys: Sequence[tuple[str, str]] | None = None) -> PreferenceMatrix:
         mi, models = _codes(df["generator_2"], models)
-        ki, key_strings = _codes(_key_strings(df), None if keys is None else ["\x00".join(k) for k in keys])
+        ki, key_strings = _codes(_key_strings(df), None if keys is None else [KEY_SEP.join(k) for k in keys])
         p = df["p_output_2"].to_numpy(float)
         ok = (mi >= 0) & (ki >= 0) & ~np.isnan(p)
         flat = mi[ok] * len(key_strings) + ki[ok]
         size = len(models) * len(key_strings)
         S = np.bincount(flat, weights=p[ok], minlength=size).reshape(len(models), -1)
         C = np.bincount(flat, minlength=size).astype(float).reshape(len(models), -1)
-        keys = list(keys) if keys is not None else [tuple(k.split("\x00", 1)) for k in key_strings]
+        keys = list(keys) if keys is not None else [tuple(k.split(KEY_SEP, 1)) for k in key_strings]
         return cls(models, keys, S, C)
 
     def bootstrap_win_rates(self, n_boot: int, seed: int) -> np.ndarray:
