@@ -169,13 +169,14 @@ def test_length_controlled_close_to_alpaca_eval_1(shared_data, alpaca_eval_1):
 
 
 def test_instruction_keys_survive_without_pyarrow_string_storage():
-    # regression: with a NUL separator, pandas' python-backed strings (no pyarrow) hashed only up to the NUL, so
-    # every input of one instruction collapsed into one key
+    # regression: pandas' python-backed strings (the default without pyarrow) drop a NUL separator on
+    # concatenation, so (instruction, input) keys could not be split back (LC crashed on a fresh machine)
     import pandas as pd
 
-    from farm.eval.winrate import _codes, _key_strings
+    from farm.eval.winrate import KEY_SEP, _codes, _key_strings
 
     df = pd.DataFrame({"instruction": ["Add."] * 3, "input": ["1 + 2", "3 + 4", "1 + 2"]},
                       dtype=pd.StringDtype("python"))
     codes, uniques = _codes(_key_strings(df), None)
     assert len(uniques) == 2 and codes[0] == codes[2] != codes[1]
+    assert [tuple(k.split(KEY_SEP, 1)) for k in uniques] == [("Add.", "1 + 2"), ("Add.", "3 + 4")]

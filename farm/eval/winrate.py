@@ -126,7 +126,7 @@ def _from_alpaca_eval_column(values: pd.Series, where: str) -> np.ndarray:
 
 # ----- integer codes: every per-model / per-instruction sum below is a bincount over these -----
 
-KEY_SEP = "\x1f"  # ASCII unit separator; not NUL: without pyarrow, pandas' string hashing stops at a NUL
+KEY_SEP = "\x1f"  # ASCII unit separator; not NUL: pandas' python-backed strings (no pyarrow) drop a NUL
 
 
 def _key_strings(frame: pd.DataFrame) -> pd.Series:
