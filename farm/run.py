@@ -156,6 +156,9 @@ class CompareRun:
         self.stages = Stages(self.dir, log)
         self.world = self._world()
         self._annotators: dict[str, Any] = {}
+        import sys
+
+        self.progress = cfg.progress and sys.stderr.isatty()  # bars only where someone watches them
 
     # -- setup --
     def _check_config(self) -> None:
@@ -202,7 +205,7 @@ class CompareRun:
         from farm.annotators import annotate_pairs
 
         return annotate_pairs(pairs, self.annotator(name), seed=self.cfg.seed,
-                              cache_path=self.dir / "cache.sqlite", progress=self.cfg.progress,
+                              cache_path=self.dir / "cache.sqlite", progress=self.progress,
                               concurrency=self.cfg.concurrency or None)
 
     def p(self, *parts: str) -> Path:
@@ -250,7 +253,7 @@ class CompareRun:
         base = {"policy": init, "data": str(self.p("data", "sft.json")), "output_dir": str(self.p("models", "sft")),
                 "style": self.cfg.policy.style, "max_len": 160,
                 "train": {"lr": 3e-3, "epochs": 4.0, "per_device_batch_size": 32, "seed": self.cfg.seed,
-                          "device": self.cfg.policy.device, "progress": self.cfg.progress, "schedule": "cosine"}}
+                          "device": self.cfg.policy.device, "progress": self.progress, "schedule": "cosine"}}
         cfg = self.method_config(sft, self.cfg.sft, base, "sft")
         res = sft.run(cfg)
         return {"model": str(Path(cfg.output_dir) / "model"), **_scalars(res)}
@@ -269,7 +272,7 @@ class CompareRun:
         prompts = [prompt_text(r, tok, self.cfg.policy.style) for r in records for _ in range(n)]
         return generate(model, tok, prompts, max_new_tokens=self.cfg.policy.max_new_tokens,
                         temperature=max(temperature, 1e-6), greedy=temperature <= 0,
-                        batch_size=self.cfg.policy.batch_size, seed=seed, progress=self.cfg.progress).texts
+                        batch_size=self.cfg.policy.batch_size, seed=seed, progress=self.progress).texts
 
     def stage_pairs(self, sft_model: str) -> dict:
         recs = read_records(self.p("data", "preference.json"))
@@ -298,7 +301,7 @@ class CompareRun:
         base = {"policy": sft_model, "data": str(self.p("data", "preferences.jsonl")),
                 "output_dir": str(self.p("models", "reward")), "style": self.cfg.policy.style, "max_len": 160,
                 "train": {"lr": 1e-3, "epochs": 3.0, "per_device_batch_size": 32, "seed": self.cfg.seed,
-                          "device": self.cfg.policy.device, "progress": self.cfg.progress, "schedule": "cosine"}}
+                          "device": self.cfg.policy.device, "progress": self.progress, "schedule": "cosine"}}
         cfg = self.method_config(reward, self.cfg.reward, base, "reward")
         res = reward.run(cfg)
         return {"model": str(Path(cfg.output_dir) / "model"), **_scalars(res),
@@ -342,16 +345,16 @@ class CompareRun:
         fields = {f.name for f in dataclasses.fields(module.Config)}
         base = {k: v for k, v in files.items() if k in fields}
         base.update({k: v for k, v in METHOD_DEFAULTS.get(name, {}).items() if k in fields})
-        for key in ("seed", "device"):
+        for key, value in (("seed", self.cfg.seed), ("device", self.cfg.policy.device), ("progress", self.progress)):
             if key in fields:
-                base[key] = self.cfg.seed if key == "seed" else self.cfg.policy.device
+                base[key] = value
         for key, value in (("style", self.cfg.policy.style), ("prompt_style", self.cfg.policy.style),
                            ("max_new_tokens", self.cfg.policy.max_new_tokens)):
             if key in fields:
                 base[key] = value
         if "train" in fields:
             base["train"] = {**METHOD_DEFAULTS.get(name, {}).get("train", {}), "seed": self.cfg.seed,
-                             "device": self.cfg.policy.device, "progress": self.cfg.progress}
+                             "device": self.cfg.policy.device, "progress": self.progress}
         overrides = getattr(self.cfg, name, None) if name in ("expert_iteration", "ppo", "dpo", "rloo") else None
         overrides = overrides if overrides is not None else self.cfg.extra_methods.get(name, {})
         cfg = self.method_config(module, overrides, base, name)
