@@ -9,7 +9,8 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# tiny models: one thread is several times faster than two contended ones (also for subprocesses we start)
+# tiny models: one thread is several times faster than two contended ones (also for subprocesses we start);
+# this is the one place the tests set it
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 try:
     import torch

@@ -22,16 +22,6 @@ def digit_fraction(instruction: str, input: str, output: str) -> float:
     return sum(ch.isdigit() for ch in output) / max(len(output), 1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine two spinning threads per
-    process make these tests 10-100× slower under load."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     return build_tiny(TEXTS, tmp_path_factory.mktemp("zoo2") / "tiny",

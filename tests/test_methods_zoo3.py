@@ -30,14 +30,6 @@ def has_seven(instruction: str, input: str, output: str) -> float:
     return 1.0 if "7" in output else -1.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     return build_tiny(TEXTS, tmp_path_factory.mktemp("zoo3") / "tiny",

@@ -26,14 +26,6 @@ def tiny(tmp_path_factory):
     return d
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def train(tiny, out, *extra: str) -> int:
     return main(["train", "sft", f"policy={tiny / 'tiny'}", f"data={tiny / 'sft.jsonl'}", f"output_dir={out}",
                  "train.per_device_batch_size=4", "train.max_steps=6", "train.save_every=1", "train.progress=false",
