@@ -312,9 +312,14 @@ def _has_eos(ro: Rollout, tokenizer) -> torch.Tensor:
     return (ro.response_ids[torch.arange(len(ro)), last] == tokenizer.eos_token_id).float()
 
 
-def update_on_rollout(policy, value_model, pol_opt, val_opt, pol_params, val_params, ro: Rollout,
-                      advantages, returns, old_values, cfg: Config, rng: np.random.Generator) -> dict:
-    """`cfg.epochs` passes of shuffled minibatches over one rollout batch. Returns averaged statistics."""
+def minibatch_updates(ro: Rollout, cfg: Config, rng: np.random.Generator, params_opts, micro_step) -> dict:
+    """`cfg.epochs` passes of shuffled minibatches over one rollout batch, shared by PPO and Safe PPO.
+
+    `micro_step(i, n_tokens)` computes and back-propagates the losses of micro-batch indices `i` (normalised by
+    the minibatch's `n_tokens`, so accumulation does not change the update) and returns its stats; each
+    (params, optimizer) pair then takes one clipped step per minibatch. Stats named `*_loss` are summed over
+    micro-batches (already shares of the minibatch), others weighted by the micro-batch's token share; the result
+    averages them over minibatches."""
     sums: dict[str, float] = {}
     n = 0
     mask = ro.response_mask.float()
@@ -325,18 +330,10 @@ def update_on_rollout(policy, value_model, pol_opt, val_opt, pol_params, val_par
             n_tokens = mask[mb].sum().clamp(min=1)
             for m in range(0, len(mb), cfg.micro_batch_size):
                 i = mb[m:m + cfg.micro_batch_size]
-                lp, ent = response_logprobs_tail(policy, ro.prompt_ids[i], ro.prompt_mask[i], ro.response_ids[i],
-                                                  ro.response_mask[i], cfg.temperature, return_entropy=True)
-                values = response_values(value_model, ro, i)
-                pg, vf, st = ppo_losses(lp, ro.logprobs[i], advantages[i], values, old_values[i], returns[i],
-                                        mask[i], cfg.clip, cfg.value_clip, n_tokens)
-                (pg + vf).backward()  # separate models: each loss only reaches its own parameters
-                st.update(policy_loss=pg.item(), value_loss=vf.item(),
-                          entropy=maths.masked_mean(ent.detach(), mask[i]).item())
-                for k, v in st.items():  # per-minibatch sums of micro-batch shares or means
-                    w = 1.0 if k in ("policy_loss", "value_loss") else (mask[i].sum() / n_tokens).item()
+                for k, v in micro_step(i, n_tokens).items():
+                    w = 1.0 if k.endswith("_loss") else (mask[i].sum() / n_tokens).item()
                     sums[k] = sums.get(k, 0.0) + v * w
-            for params, opt in ((pol_params, pol_opt), (val_params, val_opt)):
+            for params, opt in params_opts:
                 norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0
                                                       else math.inf)
                 if torch.isfinite(norm):  # NaN guard: skip a poisoned step
@@ -344,6 +341,25 @@ def update_on_rollout(policy, value_model, pol_opt, val_opt, pol_params, val_par
                 opt.zero_grad(set_to_none=True)
             n += 1
     return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def update_on_rollout(policy, value_model, pol_opt, val_opt, pol_params, val_params, ro: Rollout,
+                      advantages, returns, old_values, cfg: Config, rng: np.random.Generator) -> dict:
+    """`cfg.epochs` passes of shuffled minibatches over one rollout batch. Returns averaged statistics."""
+    mask = ro.response_mask.float()
+
+    def micro_step(i, n_tokens) -> dict:
+        lp, ent = response_logprobs_tail(policy, ro.prompt_ids[i], ro.prompt_mask[i], ro.response_ids[i],
+                                          ro.response_mask[i], cfg.temperature, return_entropy=True)
+        values = response_values(value_model, ro, i)
+        pg, vf, st = ppo_losses(lp, ro.logprobs[i], advantages[i], values, old_values[i], returns[i],
+                                mask[i], cfg.clip, cfg.value_clip, n_tokens)
+        (pg + vf).backward()  # separate models: each loss only reaches its own parameters
+        st.update(policy_loss=pg.item(), value_loss=vf.item(),
+                  entropy=maths.masked_mean(ent.detach(), mask[i]).item())
+        return st
+
+    return minibatch_updates(ro, cfg, rng, ((pol_params, pol_opt), (val_params, val_opt)), micro_step)
 
 
 def value_model_from_policy(policy):

@@ -39,6 +39,7 @@ from farm.methods.ppo import (
     KLController,
     collect_rollout,
     disable_dropout,
+    minibatch_updates,
     ppo_losses,
     response_logprobs_tail,
     response_values,
@@ -207,39 +208,25 @@ def train(policy, tokenizer, records: Sequence[dict], reward: Scorer, cost: Scor
 
 
 def _update(models, opts, params, ro, adv, reward_critic, cost_critic, cfg: Config, rng) -> dict:
-    """`cfg.epochs` passes of shuffled minibatches: the clipped policy loss on the Lagrangian advantage, each
-    critic's clipped value loss on its own returns (`ppo.ppo_losses`)."""
+    """`cfg.epochs` passes of shuffled minibatches (`ppo.minibatch_updates`): the clipped policy loss on the
+    Lagrangian advantage, each critic's clipped value loss on its own returns (`ppo.ppo_losses`)."""
     policy, reward_value, cost_value = models
     mask = ro.response_mask.float()
-    sums: dict[str, float] = {}
-    n = 0
-    for _ in range(cfg.epochs):
-        order = torch.as_tensor(rng.permutation(len(ro)), device=mask.device)
-        for s in range(0, len(ro), cfg.minibatch_size):
-            mb = order[s:s + cfg.minibatch_size]
-            n_tokens = mask[mb].sum().clamp(min=1)
-            for m in range(0, len(mb), cfg.micro_batch_size):
-                i = mb[m:m + cfg.micro_batch_size]
-                lp = response_logprobs_tail(policy, ro.prompt_ids[i], ro.prompt_mask[i], ro.response_ids[i],
-                                            ro.response_mask[i], cfg.temperature)
-                pg, vf_r, st = ppo_losses(lp, ro.logprobs[i], adv[i], response_values(reward_value, ro, i),
-                                          reward_critic[0][i], reward_critic[1][i], mask[i], cfg.clip,
-                                          cfg.value_clip, n_tokens)
-                _, vf_c, _ = ppo_losses(lp.detach(), ro.logprobs[i], adv[i], response_values(cost_value, ro, i),
-                                        cost_critic[0][i], cost_critic[1][i], mask[i], cfg.clip, cfg.value_clip,
-                                        n_tokens)
-                (pg + vf_r + vf_c).backward()  # three separate models: each loss reaches only its own
-                st.update(policy_loss=pg.item(), reward_value_loss=vf_r.item(), cost_value_loss=vf_c.item())
-                for k, v in st.items():
-                    w = 1.0 if k.endswith("_loss") else (mask[i].sum() / n_tokens).item()
-                    sums[k] = sums.get(k, 0.0) + v * w
-            for ps, opt in zip(params, opts):
-                norm = torch.nn.utils.clip_grad_norm_(ps, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
-                if torch.isfinite(norm):
-                    opt.step()
-                opt.zero_grad(set_to_none=True)
-            n += 1
-    return {k: v / max(n, 1) for k, v in sums.items()}
+
+    def micro_step(i, n_tokens) -> dict:
+        lp = response_logprobs_tail(policy, ro.prompt_ids[i], ro.prompt_mask[i], ro.response_ids[i],
+                                    ro.response_mask[i], cfg.temperature)
+        pg, vf_r, st = ppo_losses(lp, ro.logprobs[i], adv[i], response_values(reward_value, ro, i),
+                                  reward_critic[0][i], reward_critic[1][i], mask[i], cfg.clip,
+                                  cfg.value_clip, n_tokens)
+        _, vf_c, _ = ppo_losses(lp.detach(), ro.logprobs[i], adv[i], response_values(cost_value, ro, i),
+                                cost_critic[0][i], cost_critic[1][i], mask[i], cfg.clip, cfg.value_clip,
+                                n_tokens)
+        (pg + vf_r + vf_c).backward()  # three separate models: each loss reaches only its own
+        st.update(policy_loss=pg.item(), reward_value_loss=vf_r.item(), cost_value_loss=vf_c.item())
+        return st
+
+    return minibatch_updates(ro, cfg, rng, list(zip(params, opts)), micro_step)
 
 
 # ----- evaluation on the harm world -----
