@@ -28,6 +28,7 @@ from farm.models.tiny import TinySpec
 from farm.types import Pair
 
 DEFAULT_METHODS = ["sft", "best_of_n", "expert_iteration", "ppo", "dpo", "rloo"]
+COMPARE_ONLY = ("sft", "best_of_n_judge")  # rows of `farm compare` that are not `farm train` methods
 
 
 @dataclass
@@ -317,22 +318,51 @@ class CompareRun:
         texts = self.sample(model_path, recs, temperature=self.cfg.policy.eval_temperature, seed=self.cfg.seed + 7)
         return self.write_outputs(name, recs, texts)
 
-    def stage_best_of_n(self, sft_model: str, rm: str) -> dict:
-        """Candidates sampled once; the method keeps the RM's best of n, the curve uses the first 1, 2, 4, … n."""
-        from farm.methods.best_of_n import pick_best
-        from farm.methods.common import RewardModelScorer
-
+    def bon_candidates(self, sft_model: str, rm: str) -> tuple[list[dict], list[dict], int]:
+        """(eval records, candidates, n): n samples per eval prompt with their reward-model scores, sampled once
+        (outputs/best_of_n_candidates.jsonl) and shared by both best-of-n variants and the over-optimisation curve."""
         n = int(self.cfg.best_of_n.get("n", 16))
         recs = read_records(self.p("data", "eval.json"))
+        path = self.p("outputs", "best_of_n_candidates.jsonl")
+        if path.exists():
+            cands = read_records(path)
+            if len(cands) == n * len(recs):
+                return recs, cands, n
+        from farm.methods.common import RewardModelScorer
+
         texts = self.sample(sft_model, recs, n=n, temperature=self.cfg.policy.sample_temperature,
                             seed=self.cfg.seed + 3)
         scorer = RewardModelScorer(rm, style=self.cfg.policy.style, device=self.cfg.policy.device)
         scores = scorer.score([r for r in recs for _ in range(n)], texts)
-        write_records(self.p("outputs", "best_of_n_candidates.jsonl"),
-                      [{"i": i // n, "j": i % n, "output": t, "proxy_reward": s}
-                       for i, (t, s) in enumerate(zip(texts, scores))])
-        best = pick_best(scores, n)
-        return {"outputs": self.write_outputs("best_of_n", recs, [texts[i] for i in best]), "n": n}
+        cands = [{"i": i // n, "j": i % n, "output": t, "proxy_reward": s} for i, (t, s) in enumerate(zip(texts, scores))]
+        write_records(path, cands)
+        return recs, cands, n
+
+    def stage_best_of_n(self, sft_model: str, rm: str) -> dict:
+        """The reward model's best of n candidates."""
+        from farm.methods.best_of_n import pick_best
+
+        recs, cands, n = self.bon_candidates(sft_model, rm)
+        best = pick_best([c["proxy_reward"] for c in cands], n)
+        return {"outputs": self.write_outputs("best_of_n", recs, [cands[i]["output"] for i in best]), "n": n}
+
+    def judge_knockout(self, recs: list[dict], cands: list[dict], n: int, k: int) -> list[str]:
+        """Winner of a knockout among each prompt's first k candidates, judged by the training pool (the same
+        simulated annotators whose labels train the reward model), cached in the run's cache.sqlite."""
+        from farm.methods.best_of_n import knockout
+
+        groups = [[c["output"] for c in cands[i * n:i * n + k]] for i in range(len(recs))]
+        if k == 1:
+            return [g[0] for g in groups]
+        best = knockout(self.annotator(self.cfg.train_pool), recs, groups, seed=self.cfg.seed,
+                        cache_path=str(self.dir / "cache.sqlite"))
+        return [g[b] for g, b in zip(groups, best)]
+
+    def stage_best_of_n_judge(self, sft_model: str, rm: str) -> dict:
+        """Best of n by the training pool itself (a knockout tournament, no reward model in between)."""
+        recs, cands, n = self.bon_candidates(sft_model, rm)
+        texts = self.judge_knockout(recs, cands, n, n)
+        return {"outputs": self.write_outputs("best_of_n_judge", recs, texts), "n": n, "judge": self.cfg.train_pool}
 
     def stage_method(self, name: str, sft_model: str, rm: str) -> dict:
         from farm.methods import load_method
@@ -428,7 +458,10 @@ class CompareRun:
         q = self.world.quality
 
         def gold_win(recs_, texts):
-            return _gold_win_rate(q, recs_, base_recs, texts)
+            wins = _gold_wins(q, recs_, base_recs, texts)
+            mean = sum(wins) / max(len(wins), 1)
+            se = (sum((w - mean) ** 2 for w in wins) / max(len(wins) - 1, 1) / max(len(wins), 1)) ** 0.5
+            return {"gold_win_rate": 100 * mean, "gold_se": 100 * se}
 
         cand_path = self.p("outputs", "best_of_n_candidates.jsonl")
         if cand_path.exists():
@@ -443,7 +476,11 @@ class CompareRun:
                     texts.append(best["output"])
                     proxy.append(best["proxy_reward"])
                 rows.append({"method": "best_of_n", "x_name": "n", "x": k, "proxy_reward": sum(proxy) / len(proxy),
-                             "gold_win_rate": gold_win(recs, texts)})
+                             **gold_win(recs, texts)})
+            if "best_of_n_judge" in self.cfg.methods:
+                for k in grid:
+                    rows.append({"method": "best_of_n_judge", "x_name": "n", "x": k, "proxy_reward": None,
+                                 **gold_win(recs, self.judge_knockout(recs, cands, n, k))})
         ckpts = sorted(self.p("models", "ppo", "checkpoints").glob("step_*"), key=lambda p: int(p.name[5:])) \
             if self.p("models", "ppo", "checkpoints").exists() else []
         if ckpts:
@@ -462,7 +499,7 @@ class CompareRun:
                 proxy = scorer.score(recs, texts)
                 rows.append({"method": "ppo", "x_name": "step", "x": step, "kl": kl_by_step.get(step, 0.0 if step == 0
                                                                                               else None),
-                             "proxy_reward": sum(proxy) / len(proxy), "gold_win_rate": gold_win(recs, texts)})
+                             "proxy_reward": sum(proxy) / len(proxy), **gold_win(recs, texts)})
         write_records(self.p("overoptimisation.json"), rows)
         return {"points": len(rows)}
 
@@ -494,7 +531,7 @@ class CompareRun:
     # -- the whole protocol --
     def run(self) -> dict:
         s, cfg = self.stages, self.cfg
-        unknown = [m for m in cfg.methods if m != "sft"]
+        unknown = [m for m in cfg.methods if m not in COMPARE_ONLY]
         from farm.methods import METHODS
 
         bad = [m for m in unknown if m not in METHODS]
@@ -514,6 +551,8 @@ class CompareRun:
                 s.run("outputs:sft", lambda: {"outputs": self.eval_outputs_of("sft", sft_model)})
             elif m == "best_of_n":
                 s.run("method:best_of_n", lambda: self.stage_best_of_n(sft_model, rm))
+            elif m == "best_of_n_judge":
+                s.run("method:best_of_n_judge", lambda: self.stage_best_of_n_judge(sft_model, rm))
             else:
                 s.run(f"method:{m}", lambda m=m: self.stage_method(m, sft_model, rm))
             ranked.append(m)
@@ -537,14 +576,20 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _gold_win_rate(quality, records: list[dict], baseline: list[dict], texts: list[str]) -> float:
-    """100 × mean over records of 1 / 0.5 / 0 as the text's gold quality beats / ties / loses to the baseline's."""
+def _gold_wins(quality, records: list[dict], baseline: list[dict], texts: list[str]) -> list[float]:
+    """Per record 1 / 0.5 / 0 as the text's gold quality beats / ties / loses to the baseline's."""
     base = {(b["instruction"], b.get("input", "")): b["output"] for b in baseline}
     wins = []
     for r, t in zip(records, texts):
         key = (r["instruction"], r.get("input", ""))
         qb, qm = quality(*key, base[key]), quality(*key, t)
         wins.append(1.0 if qm > qb else 0.5 if qm == qb else 0.0)
+    return wins
+
+
+def _gold_win_rate(quality, records: list[dict], baseline: list[dict], texts: list[str]) -> float:
+    """100 × mean of `_gold_wins`."""
+    wins = _gold_wins(quality, records, baseline, texts)
     return 100 * sum(wins) / max(len(wins), 1)
 
 
@@ -589,15 +634,19 @@ def _plot_overoptimisation(df, path: Path) -> None:
     for ax, m in zip(axes[0], methods):
         d = df[df["method"] == m].sort_values("x")
         xname = d["x_name"].iloc[0]
-        ax.plot(d["x"], d["gold_win_rate"], "o-", c="C0", label="gold win rate (%)")
+        se = d["gold_se"] if "gold_se" in d else None
+        ax.errorbar(d["x"], d["gold_win_rate"], yerr=se, fmt="o-", c="C0", capsize=3, label="gold win rate (%) ± SE")
         ax.set_xlabel(xname + (" (log scale)" if xname == "n" else ""))
         if xname == "n":
             ax.set_xscale("log", base=2)
         ax.set_ylabel("gold win rate vs baseline (%)", color="C0")
-        ax2 = ax.twinx()
-        ax2.plot(d["x"], d["proxy_reward"], "s--", c="C1", label="proxy reward")
-        ax2.set_ylabel("proxy reward (reward model)", color="C1")
-        ax.set_title(f"{m}: proxy vs gold")
+        if d["proxy_reward"].notna().any():
+            ax2 = ax.twinx()
+            ax2.plot(d["x"], d["proxy_reward"], "s--", c="C1", label="proxy reward")
+            ax2.set_ylabel("proxy reward (reward model)", color="C1")
+            ax.set_title(f"{m}: proxy vs gold")
+        else:
+            ax.set_title(f"{m}: picked by the training pool")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -631,6 +680,17 @@ def render_report(run: CompareRun, lb) -> str:
                          f"- {stat} (pool vs human ranking): " + ", ".join(f"{k} {v}" for k, v in row.items()))
     else:
         lines.append("- fewer than 3 methods: no rank correlation")
+    oo = run.p("overoptimisation.json")
+    rows = read_records(oo) if oo.exists() else []
+    if rows:
+        lines += ["", "## Over-optimisation (gold judge)", "",
+                  "Gold win rate (%) vs the baseline ± SE as best-of-n grows (picked by the reward model, or by the "
+                  "training pool in a knockout) and along PPO's checkpoints; figures/overoptimisation.png.", "",
+                  "| method | x | gold win rate | proxy reward |", "|---|---|---|---|"]
+        for r in rows:
+            proxy = r.get("proxy_reward")
+            lines.append(f"| {r['method']} | {r['x_name']}={r['x']} | {r['gold_win_rate']:.1f} ± "
+                         f"{r.get('gold_se', float('nan')):.1f} | {'' if proxy is None else f'{proxy:.3f}'} |")
     lines += ["", "## Stages", "", "| stage | seconds | notes |", "|---|---|---|"]
     for name, res in s.items():
         notes = ", ".join(f"{k}={v}" for k, v in res.items()

@@ -31,7 +31,7 @@ def test_compare_writes_every_artefact(smoke_run):
                 "figures/pool_vs_human.png", "figures/overoptimisation.png"]:
         assert (d / rel).exists(), rel
     lb = pd.read_csv(d / "leaderboard.csv", index_col=0)
-    assert set(lb.index) == {"sft", "best_of_n", "dpo", "ppo"}
+    assert set(lb.index) == {"sft", "best_of_n", "best_of_n_judge", "dpo", "ppo"}
     for judge in ("pool", "human", "gold"):
         assert lb[f"{judge}_win_rate"].between(0, 100).all()
         assert (lb[f"{judge}_standard_error"] > 0).all()
@@ -39,12 +39,16 @@ def test_compare_writes_every_artefact(smoke_run):
     corr = pd.read_csv(d / "correlation_pool_vs_human.csv", index_col=0)
     assert {"spearman", "kendall"} <= set(corr.index)
     n_eval = len(json.loads((d / "data" / "eval.json").read_text()))
-    assert sum(1 for _ in open(d / "annotations" / "human.jsonl")) == 4 * n_eval
+    assert sum(1 for _ in open(d / "annotations" / "human.jsonl")) == 5 * n_eval
     oo = pd.read_json(d / "overoptimisation.json")
-    assert set(oo["method"]) == {"best_of_n", "ppo"}
+    assert set(oo["method"]) == {"best_of_n", "best_of_n_judge", "ppo"}
     assert sorted(oo[oo.method == "best_of_n"]["x"]) == [1, 2, 4]
+    assert (oo["gold_se"] > 0).all()
+    # both best-of-n variants pick among the same candidates: at n=1 they are the same outputs, same gold win rate
+    at1 = oo[oo.x == 1].set_index("method")["gold_win_rate"]
+    assert at1["best_of_n"] == at1["best_of_n_judge"]
     report = (d / "report.md").read_text()
-    assert "| ppo |" in report and "spearman" in report
+    assert "| ppo |" in report and "spearman" in report and "| best_of_n_judge | n=4 |" in report
 
 
 def test_rerun_resumes_without_redoing_work(smoke_run):
@@ -113,3 +117,23 @@ def test_world_noise_study_sweeps_label_noise_on_a_run(smoke_run):
     changed = [a.preference != b.preference for a, b in zip(clean, noisy) if a.preference != 0.5]
     assert 0.25 < sum(changed) / len(changed) < 0.55
     assert len(r["summary"]) == 2
+
+
+def test_judge_knockout_with_the_gold_judge_picks_the_gold_best(smoke_run):
+    # the knockout used by best_of_n_judge, judged by the world's exact gold judge, must return a candidate of
+    # maximal gold quality for every prompt (a wrong bracket, index or grouping would not)
+    from farm.io import read_records
+
+    run = smoke_run
+    recs = read_records(run.dir / "data" / "eval.json")
+    cands = read_records(run.dir / "outputs" / "best_of_n_candidates.jsonl")
+    n = max(c["j"] for c in cands) + 1
+    pool, run.cfg.train_pool = run.cfg.train_pool, "gold"
+    try:
+        picked = run.judge_knockout(recs, cands, n, n)
+    finally:
+        run.cfg.train_pool = pool
+    q = run.world.quality
+    for i, (r, t) in enumerate(zip(recs, picked)):
+        best = max(q(r["instruction"], r.get("input", ""), c["output"]) for c in cands[i * n:(i + 1) * n])
+        assert q(r["instruction"], r.get("input", ""), t) == best
