@@ -151,3 +151,9 @@ def test_write_and_cli(tmp_path, world, capsys):
     assert main(["eval-set", "--check", "--out", str(bad)]) == 1
     assert main(["show", "--n", "1"]) == 0
     assert "[sort" in capsys.readouterr().out
+
+
+def test_gold_on_an_input_its_family_never_makes_is_a_clear_error():
+    with pytest.raises(FarmError, match="not a 'max' task input") as e:
+        tasks.quality("Which number is the largest?", "cat dog", "3")
+    assert e.value.field == "input"
