@@ -388,7 +388,8 @@ class CompareRun:
         overrides = getattr(self.cfg, name, None) if name in ("expert_iteration", "ppo", "dpo", "rloo") else None
         overrides = overrides if overrides is not None else self.cfg.extra_methods.get(name, {})
         cfg = self.method_config(module, overrides, base, name)
-        res = module.run(cfg)
+        judge = getattr(cfg, "reward_judge", "")  # an annotator-derived reward: the run's own judges by name
+        res = module.run(cfg, annotator=self.annotator(judge)) if judge else module.run(cfg)
         model_dir = Path(cfg.output_dir) / "model"
         out: dict[str, Any] = {"model": str(model_dir), **_scalars(res)}
         if Path(cfg.output_dir, "model_outputs.json").exists():  # inference-time methods write outputs directly

@@ -197,6 +197,86 @@ class RewardModelScorer:
         return out
 
 
+class JudgeScorer:
+    """An annotator-derived reward: how much a judge (any `Annotator`: an LLM judge folder, a pool, a simulated
+    judge) prefers the response to a reference response for the same prompt, in [0, 1] (a verdict 0/1, a
+    logprob-weighted probability, 0.5 for a tie or an invalid verdict), minus an optional length penalty.
+
+    - the reference is `reference(records) → texts` (e.g. the reference policy's greedy answers), asked once per
+      prompt and cached here;
+    - the order shown to the judge is random per pair (seeded), so a position bias is noise, not a signal;
+    - `length_penalty` λ subtracts λ · (|response| − |reference|) / 10 (characters): judges that like longer
+      answers otherwise teach the policy to pad (AlpacaEval's length-controlled win rate fixes the same bias at
+      evaluation time);
+    - verdicts go through `annotate_pairs`, so `cache_path` makes them resumable and free on a re-run.
+    `n_requests`, `n_invalid` and `price` count the judge's work."""
+
+    def __init__(self, annotator, reference: Callable[[Sequence[dict]], list[str]], *, length_penalty: float = 0.0,
+                 seed: int = 0, cache_path: str | Path | None = None):
+        self.annotator, self.reference = annotator, reference
+        self.length_penalty, self.seed, self.cache_path = length_penalty, seed, cache_path
+        self._refs: dict[tuple[str, str], str] = {}
+        self.calls = self.n_requests = self.n_invalid = 0
+        self.price = 0.0
+
+    def references(self, records: Sequence[dict]) -> list[str]:
+        keys = [(r.get("instruction", r.get("prompt", "")), r.get("input", "")) for r in records]
+        missing = {k: r for k, r in zip(keys, records) if k not in self._refs}
+        if missing:
+            self._refs.update(zip(missing, self.reference(list(missing.values()))))
+        return [self._refs[k] for k in keys]
+
+    def score(self, records: Sequence[dict], responses: Sequence[str]) -> list[float]:
+        import numpy as np
+
+        from farm.annotators import annotate_pairs
+        from farm.types import Pair
+
+        refs = self.references(records)
+        self.calls += 1
+        rng = np.random.default_rng([self.seed, self.calls])
+        swap = rng.random(len(records)) < 0.5  # True: the response is shown first
+        pairs = [Pair(r.get("instruction", r.get("prompt", "")), *((o, f) if s else (f, o)), input=r.get("input", ""),
+                      id=f"judge-reward-{self.seed}-{self.calls}-{i}")
+                 for i, (r, o, f, s) in enumerate(zip(records, responses, refs, swap))]
+        anns = annotate_pairs(pairs, self.annotator, seed=self.seed + self.calls, cache_path=self.cache_path,
+                              progress=False)
+        out = []
+        for a, s, o, f in zip(anns, swap, responses, refs):
+            self.n_requests += 1
+            self.price += a.price
+            if a.preference is None:
+                self.n_invalid += 1
+            p = 0.5 if a.preference is None else (1.0 - a.preference if s else a.preference)
+            out.append(p - self.length_penalty * (len(o) - len(f)) / 10.0)
+        return out
+
+
+def reward_scorer(cfg, method: str, ref_model, tokenizer, annotator=None) -> Scorer:
+    """The reward of an RL method's config (PPO, RLOO, …): `cfg.reward_judge` (an annotator-derived reward, a
+    `JudgeScorer` against the reference policy's greedy answers, verdicts cached in `output_dir/judge_cache.sqlite`;
+    `annotator` overrides how the name is loaded, e.g. a world's own simulated judge) or `cfg.reward_model`."""
+    if cfg.reward_judge:
+        if annotator is None:
+            from farm.annotators import load_annotator
+
+            annotator = load_annotator(cfg.reward_judge)
+
+        def reference(records: Sequence[dict]) -> list[str]:
+            from farm.models.generation import generate
+
+            prompts = [prompt_text(r, tokenizer, cfg.prompt_style) for r in records]
+            return generate(ref_model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, greedy=True,
+                            batch_size=64, max_prompt_tokens=cfg.max_prompt_tokens).texts
+
+        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+        return JudgeScorer(annotator, reference, length_penalty=cfg.judge_length_penalty, seed=cfg.seed,
+                           cache_path=Path(cfg.output_dir) / "judge_cache.sqlite")
+    if not cfg.reward_model:
+        raise FarmError(f"{method} needs a reward: set `reward_model` or `reward_judge`", field="reward_model")
+    return RewardModelScorer(cfg.reward_model, style=cfg.prompt_style, device=cfg.device)
+
+
 class FunctionScorer:
     """Any python function fn(instruction, input, output) -> float, e.g. a world's gold quality."""
 

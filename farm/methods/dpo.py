@@ -100,6 +100,10 @@ class Config:
     """inverse temperature β (IPO's τ). Not portable between summed and length-normalised log-probs"""
     margin: float = 0.0
     """target reward margin γ subtracted inside the sigmoid (SimPO's γ; 0 = plain DPO)"""
+    nll_weight: float = 0.0
+    """α of an added NLL term on the chosen response, α · (−log π(chosen) / |chosen|) per pair (RPO, Pang et al.
+    2024; TRL's `rpo_alpha`). DPO alone lowers the chosen log-prob too, and with near-identical on-policy pairs
+    (one wrong number apart) that mass goes to other wrong answers; the NLL term holds the chosen answer up"""
     max_prompt_tokens: int = 192
     """prompts are cut from the left to this many tokens"""
     max_response_tokens: int = 64
@@ -199,6 +203,10 @@ def pair_loss_sum(model, batch: dict, cfg: Config) -> tuple[torch.Tensor, dict]:
     B = lp.shape[0] // 2
     chosen, rejected, ref = lp[:B], lp[B:], batch["ref"]  # (B,), (B,), (B, 2)
     losses = loss_def.fn(chosen, rejected, ref[:, 0], ref[:, 1], beta=cfg.beta, margin=cfg.margin)  # (B,)
+    if cfg.nll_weight:
+        lp_sum = lp if not loss_def.length_normalised else sequence_logprobs(model, batch, False)
+        n_tok = batch["response_mask"][:B].sum(-1).clamp(min=1)  # (B,) tokens of each chosen response
+        losses = losses + cfg.nll_weight * (-lp_sum[:B] / n_tok)  # per-token NLL of chosen (B,)
     with torch.no_grad():
         r_c, r_r = cfg.beta * (chosen - ref[:, 0]), cfg.beta * (rejected - ref[:, 1])  # implicit rewards
         stats = {"reward_margin": (r_c - r_r).mean().item(), "accuracy": (r_c > r_r).float().mean().item(),

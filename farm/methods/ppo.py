@@ -43,6 +43,12 @@ class Config:
     """instructions file (records with instruction, optional input) used as RL prompts"""
     reward_model: str = ""
     """path of the reward model (a one-label sequence-classification model); or pass a scorer to `train`"""
+    reward_judge: str = ""
+    """an annotator (judge folder, pool, or simulated judge name such as gpt4_like) whose preference for each
+    response over the reference policy's greedy answer is the reward (`common.JudgeScorer`, in [0, 1]); used
+    instead of `reward_model`. One judge request per response, cached"""
+    judge_length_penalty: float = 0.0
+    """λ: a `reward_judge` reward loses λ per 10 characters the response is longer than the reference answer"""
     output_dir: str = "runs/ppo"
     """where the checkpoint (`model/`), `metrics.jsonl` and `checkpoints/step_k/` go"""
     reference: str = ""
@@ -382,24 +388,22 @@ def value_model_from_policy(policy):
 # ----- file-level entry point -----
 
 
-def run(cfg: Config, scorer: Scorer | None = None) -> dict[str, Any]:
+def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, Any]:
     """Read `cfg.prompts`, train from `cfg.policy` against `scorer` (default: `cfg.reward_model`), write
     `model/`, `metrics.jsonl` (per-iteration reward, KL, ... for over-optimisation curves) under `cfg.output_dir`.
     With `save_every`, policy snapshots go to `checkpoints/step_k` and a resumable `checkpoint/` (policy, value
     model, loop state) is kept: re-running the same command continues from it."""
     from farm.errors import FarmError
     from farm.io import atomic_open, atomic_write_text
-    from farm.methods.common import RewardModelScorer, read_instructions
+    from farm.methods.common import read_instructions, reward_scorer
     from farm.models.loading import is_complete_checkpoint, load_causal_lm, load_scalar_model, save_model
 
     if not cfg.policy or not cfg.prompts:
         raise FarmError("ppo needs `policy` and `prompts`", field="policy" if not cfg.policy else "prompts")
-    if scorer is None and not cfg.reward_model:
-        raise FarmError("ppo needs a reward: set `reward_model`", field="reward_model")
     torch.manual_seed(cfg.seed)
     policy, tok = load_causal_lm(cfg.policy, device=cfg.device, dtype=cfg.dtype)
     ref, _ = load_causal_lm(cfg.reference or cfg.policy, device=cfg.device, dtype=cfg.dtype, tokenizer=tok)
-    scorer = scorer or RewardModelScorer(cfg.reward_model, style=cfg.prompt_style, device=cfg.device)
+    scorer = scorer or reward_scorer(cfg, "ppo", ref, tok, annotator)
     value_init = cfg.value_model or cfg.reward_model
     value_model = (load_scalar_model(value_init, device=cfg.device, dtype=cfg.dtype, tokenizer=tok)[0]
                    if value_init else None)

@@ -41,6 +41,12 @@ class Config:
     """instructions file (records with instruction, optional input)"""
     reward_model: str = ""
     """path of the reward model; or pass a scorer to `train`/`run`"""
+    reward_judge: str = ""
+    """an annotator (judge folder, pool, or simulated judge name such as gpt4_like) whose preference for each
+    response over the reference policy's greedy answer is the reward (`common.JudgeScorer`, in [0, 1]); used
+    instead of `reward_model`. One judge request per response, cached"""
+    judge_length_penalty: float = 0.0
+    """λ: a `reward_judge` reward loses λ per 10 characters the response is longer than the reference answer"""
     output_dir: str = "runs/rloo"
     """where `model/` and `metrics.jsonl` go"""
     reference: str = ""
@@ -192,21 +198,19 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
     return history
 
 
-def run(cfg: Config, scorer: Scorer | None = None) -> dict[str, Any]:
+def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, Any]:
     """Read `cfg.prompts`, train from `cfg.policy` against `scorer` (default: `cfg.reward_model`), write
     `model/` and `metrics.jsonl` under `cfg.output_dir`."""
     from farm.errors import FarmError
     from farm.io import atomic_write_text
-    from farm.methods.common import RewardModelScorer, read_instructions
+    from farm.methods.common import read_instructions, reward_scorer
     from farm.models.loading import load_causal_lm, save_model
 
     if not cfg.policy or not cfg.prompts:
         raise FarmError("rloo needs `policy` and `prompts`", field="policy" if not cfg.policy else "prompts")
-    if scorer is None and not cfg.reward_model:
-        raise FarmError("rloo needs a reward: set `reward_model`", field="reward_model")
     policy, tok = load_causal_lm(cfg.policy, device=cfg.device, dtype=cfg.dtype)
     ref, _ = load_causal_lm(cfg.reference or cfg.policy, device=cfg.device, dtype=cfg.dtype, tokenizer=tok)
-    scorer = scorer or RewardModelScorer(cfg.reward_model, style=cfg.prompt_style, device=cfg.device)
+    scorer = scorer or reward_scorer(cfg, "rloo", ref, tok, annotator)
     records = read_instructions(cfg.prompts)
     out = Path(cfg.output_dir)
     lines: list[str] = []

@@ -1,0 +1,124 @@
+"""Annotator-derived rewards for RL (common.JudgeScorer, `reward_judge` in PPO/RLOO) and DPO's NLL term (RPO)."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from farm.annotators import load_annotator
+from farm.methods import dpo, ppo, rloo
+from farm.methods.common import JudgeScorer
+from farm.models.loading import load_causal_lm
+from farm.models.tiny import TinySpec, build_tiny
+
+TEXTS = [f"### Instruction:\nSort: {a} {b} {c}\n\n### Response:\n{' '.join(sorted([a, b, c]))}"
+         for a in "123456" for b in "789" for c in "0ab"]
+RECORDS = [{"instruction": f"Sort: {a} {b}", "input": ""} for a in "123" for b in "789"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return build_tiny(TEXTS, tmp_path_factory.mktemp("judge_reward") / "tiny",
+                      TinySpec(n_layers=2, hidden=32, heads=2, intermediate=64, vocab_size=300), seed=0)
+
+
+def test_judge_scorer_undoes_the_shown_order_asks_each_reference_once_and_penalises_length(tmp_path):
+    asked = []
+
+    def reference(records):
+        asked.extend(r["instruction"] for r in records)
+        return ["a b"] * len(records)
+
+    records = [{"instruction": f"q{i}", "input": ""} for i in range(40)]
+    responses = ["a b c d" if i % 3 == 0 else "a" if i % 3 == 1 else "a b" for i in range(40)]
+    want = [1.0 if i % 3 == 0 else 0.0 if i % 3 == 1 else 0.5 for i in range(40)]
+    scorer = JudgeScorer(load_annotator("longest"), reference, seed=3, cache_path=tmp_path / "c.sqlite")
+    assert scorer.score(records, responses) == want  # the longer answer wins in whichever order it was shown
+    assert scorer.score(records, responses[::-1])[::-1] == want
+    assert sorted(asked) == sorted(r["instruction"] for r in records)  # one reference per prompt, then cached
+    assert scorer.n_requests == 80 and scorer.n_invalid == 0
+    penalised = JudgeScorer(load_annotator("longest"), reference, length_penalty=0.5, seed=3)
+    got = penalised.score(records[:3], responses[:3])
+    assert got == pytest.approx([1.0 - 0.5 * 4 / 10, 0.0 + 0.5 * 2 / 10, 0.5])
+
+
+def test_judge_scorer_reads_a_soft_judge_as_a_probability_and_an_invalid_verdict_as_a_tie():
+    class Fixed:  # an Annotator whose verdict is P(output_2 better) = 0.8, or invalid for the instruction "bad"
+        def identity(self):
+            return "fixed-0.8"
+
+        def annotate(self, pairs, seed=0):
+            from farm.types import Annotation
+
+            return [Annotation(p, None if p.instruction == "bad" else 0.8, "fixed") for p in pairs]
+
+    scorer = JudgeScorer(Fixed(), lambda recs: ["ref"] * len(recs), seed=0)
+    recs = [{"instruction": f"q{i}"} for i in range(30)] + [{"instruction": "bad"}]
+    got = scorer.score(recs, ["x"] * 31)
+    assert set(round(g, 6) for g in got[:30]) == {0.8, 0.2}  # 0.8 when shown second, 1 - 0.8 when shown first
+    assert 0 < sum(g == pytest.approx(0.8) for g in got[:30]) < 30
+    assert got[30] == 0.5 and scorer.n_invalid == 1
+
+
+class DigitJudge:
+    """A rule judge (an Annotator): the output with the larger share of digit characters wins."""
+
+    def identity(self):
+        return "digit-judge"
+
+    def annotate(self, pairs, seed=0):
+        from farm.types import Annotation
+
+        def frac(o):
+            return sum(ch.isdigit() for ch in o) / max(len(o), 1)
+
+        return [Annotation(p, 0.5 if frac(p.output_1) == frac(p.output_2) else float(frac(p.output_2) > frac(p.output_1)),
+                           "digits") for p in pairs]
+
+
+def test_rloo_with_a_judge_reward_learns_what_the_judge_likes(tiny_dir):
+    model, tok = load_causal_lm(str(tiny_dir), device="cpu")
+    ref = load_causal_lm(str(tiny_dir), device="cpu", tokenizer=tok)[0]
+    cfg = rloo.Config(steps=30, prompts_per_step=4, k=4, max_new_tokens=8, lr=1e-2, kl_coef=0.01, progress=False)
+    scorer = JudgeScorer(DigitJudge(), lambda recs: ["a b c 1"] * len(recs), seed=0)
+    hist = rloo.train(model, tok, RECORDS, scorer, cfg, ref_policy=ref)
+    first = sum(h["reward"] for h in hist[:5]) / 5
+    last = sum(h["reward"] for h in hist[-5:]) / 5
+    assert last > first + 0.2, (first, last)
+    assert scorer.n_requests == 30 * 16
+
+
+@pytest.mark.parametrize("method", ["ppo", "rloo"])
+def test_rl_run_from_files_with_reward_judge_caches_its_verdicts(method, tiny_dir, tmp_path):
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    module = {"ppo": ppo, "rloo": rloo}[method]
+    shape = ({"rollout_batch_size": 8, "minibatch_size": 4, "micro_batch_size": 4} if method == "ppo" else
+             {"prompts_per_step": 2, "k": 4, "minibatch_size": 8, "micro_batch_size": 8})
+    cfg = module.Config(policy=str(tiny_dir), prompts=str(tmp_path / "prompts.jsonl"), reward_judge="longest",
+                        judge_length_penalty=0.1, output_dir=str(tmp_path / "out"), steps=3, max_new_tokens=6,
+                        progress=False, **shape)
+    res = module.run(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert res["steps"] == 3 and len(rows) == 3 and all(math.isfinite(r["reward"]) for r in rows)
+    assert (tmp_path / "out" / "judge_cache.sqlite").stat().st_size > 0
+    from farm.errors import FarmError
+
+    with pytest.raises(FarmError, match="reward_judge"):
+        module.run(module.Config(policy=str(tiny_dir), prompts=str(tmp_path / "prompts.jsonl"),
+                                 output_dir=str(tmp_path / "none"), progress=False))
+
+
+def test_dpo_nll_weight_adds_the_per_token_nll_of_the_chosen_response(tiny_dir):
+    model, tok = load_causal_lm(str(tiny_dir), device="cpu")
+    ex = [{"prompt": f"### Instruction:\nSort: {a} 7\n\n### Response:\n", "chosen": f"{a} 7", "rejected": f"7 {a} 0"}
+          for a in "123456"]
+    ex = dpo.precompute_reference(model, tok, ex, dpo.Config())
+    batch = dpo.collate_pairs(tok, ex, dpo.Config())
+    plain, _ = dpo.pair_loss_sum(model, batch, dpo.Config())
+    with_nll, _ = dpo.pair_loss_sum(model, batch, dpo.Config(nll_weight=0.5))
+    n_chosen = batch["response_mask"][:6].sum(-1).float()
+    lp_chosen = torch.tensor([e["ref"][0] for e in ex])  # at init the policy IS the reference
+    want = 0.5 * (-lp_chosen / n_chosen).sum()
+    assert (with_nll - plain).item() == pytest.approx(want.item(), rel=1e-5)
+    assert plain.item() / 6 == pytest.approx(math.log(2), abs=1e-5)
