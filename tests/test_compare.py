@@ -31,7 +31,10 @@ def test_compare_writes_every_artefact(smoke_run):
                 "figures/pool_vs_human.png", "figures/overoptimisation.png"]:
         assert (d / rel).exists(), rel
     lb = pd.read_csv(d / "leaderboard.csv", index_col=0)
-    assert set(lb.index) == {"sft", "best_of_n", "best_of_n_judge", "dpo", "ppo"}
+    assert set(lb.index) == {"sft", "best_of_n", "best_of_n_judge", "dpo", "ppo", "rloo"}
+    # rloo's reward is the training pool's verdict against the SFT policy's greedy answer: 3 steps x 16 responses
+    rloo_stage = json.loads((d / "stages.json").read_text())["method:rloo"]
+    assert rloo_stage["judge_requests"] == 3 * 16 and rloo_stage["judge_invalid"] == 0
     for judge in ("pool", "human", "gold"):
         assert lb[f"{judge}_win_rate"].between(0, 100).all()
         assert (lb[f"{judge}_standard_error"] > 0).all()
@@ -39,7 +42,7 @@ def test_compare_writes_every_artefact(smoke_run):
     corr = pd.read_csv(d / "correlation_pool_vs_human.csv", index_col=0)
     assert {"spearman", "kendall"} <= set(corr.index)
     n_eval = len(json.loads((d / "data" / "eval.json").read_text()))
-    assert sum(1 for _ in open(d / "annotations" / "human.jsonl")) == 5 * n_eval
+    assert sum(1 for _ in open(d / "annotations" / "human.jsonl")) == len(lb) * n_eval
     oo = pd.read_json(d / "overoptimisation.json")
     assert set(oo["method"]) == {"best_of_n", "best_of_n_judge", "ppo"}
     assert sorted(oo[oo.method == "best_of_n"]["x"]) == [1, 2, 4]

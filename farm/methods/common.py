@@ -252,6 +252,13 @@ class JudgeScorer:
         return out
 
 
+def scorer_stats(scorer) -> dict[str, Any]:
+    """The judge's work behind a `JudgeScorer` reward (requests, invalid verdicts, dollars); {} for other scorers."""
+    if not isinstance(scorer, JudgeScorer):
+        return {}
+    return {"judge_requests": scorer.n_requests, "judge_invalid": scorer.n_invalid, "judge_price": scorer.price}
+
+
 def reward_scorer(cfg, method: str, ref_model, tokenizer, annotator=None) -> Scorer:
     """The reward of an RL method's config (PPO, RLOO, …): `cfg.reward_judge` (an annotator-derived reward, a
     `JudgeScorer` against the reference policy's greedy answers, verdicts cached in `output_dir/judge_cache.sqlite`;

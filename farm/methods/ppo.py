@@ -395,7 +395,7 @@ def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, 
     model, loop state) is kept: re-running the same command continues from it."""
     from farm.errors import FarmError
     from farm.io import atomic_open, atomic_write_text
-    from farm.methods.common import read_instructions, reward_scorer
+    from farm.methods.common import read_instructions, reward_scorer, scorer_stats
     from farm.models.loading import is_complete_checkpoint, load_causal_lm, load_scalar_model, save_model
 
     if not cfg.policy or not cfg.prompts:
@@ -437,4 +437,4 @@ def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, 
     save_model(policy, tok, out / "model")
     last = history[-1]
     return {"model": str(out / "model"), "metrics": str(out / "metrics.jsonl"), "steps": len(history),
-            "reward": last["reward"], "kl": last["kl"]}
+            "reward": last["reward"], "kl": last["kl"], **scorer_stats(scorer)}

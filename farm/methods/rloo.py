@@ -203,7 +203,7 @@ def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, 
     `model/` and `metrics.jsonl` under `cfg.output_dir`."""
     from farm.errors import FarmError
     from farm.io import atomic_write_text
-    from farm.methods.common import read_instructions, reward_scorer
+    from farm.methods.common import read_instructions, reward_scorer, scorer_stats
     from farm.models.loading import load_causal_lm, save_model
 
     if not cfg.policy or not cfg.prompts:
@@ -222,4 +222,4 @@ def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, 
     history = train(policy, tok, records, scorer, cfg, ref_policy=ref, log=log)
     save_model(policy, tok, out / "model")
     return {"model": str(out / "model"), "metrics": str(out / "metrics.jsonl"), "steps": len(history),
-            "reward": history[-1]["reward"], "kl": history[-1]["kl"]}
+            "reward": history[-1]["reward"], "kl": history[-1]["kl"], **scorer_stats(scorer)}
