@@ -374,6 +374,8 @@ class CompareRun:
                  "eval_prompts": str(self.p("data", "eval.json"))}
         fields = {f.name for f in dataclasses.fields(module.Config)}
         base = {k: v for k, v in files.items() if k in fields}
+        if "judge" in fields:
+            base["judge"] = self.cfg.train_pool  # methods that ask a judge as they train ask the training pool
         base.update({k: v for k, v in METHOD_DEFAULTS.get(name, {}).items() if k in fields})
         for key, value in (("seed", self.cfg.seed), ("device", self.cfg.policy.device), ("progress", self.progress)):
             if key in fields:
@@ -388,7 +390,8 @@ class CompareRun:
         overrides = getattr(self.cfg, name, None) if name in ("expert_iteration", "ppo", "dpo", "rloo") else None
         overrides = overrides if overrides is not None else self.cfg.extra_methods.get(name, {})
         cfg = self.method_config(module, overrides, base, name)
-        judge = getattr(cfg, "reward_judge", "")  # an annotator-derived reward: the run's own judges by name
+        # an annotator in the loop (a judge's reward, online DPO's labels): the run's own judges by name
+        judge = getattr(cfg, "reward_judge", "") or getattr(cfg, "judge", "")
         res = module.run(cfg, annotator=self.annotator(judge)) if judge else module.run(cfg)
         model_dir = Path(cfg.output_dir) / "model"
         out: dict[str, Any] = {"model": str(model_dir), **_scalars(res)}
@@ -574,6 +577,9 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
             "lr": 5e-4, "value_lr": 1e-3, "kl_coef": 0.05, "save_every": 10},
     "dpo": {"beta": 0.1, "train": {"lr": 5e-4, "epochs": 2.0, "per_device_batch_size": 32}},
     "rloo": {"steps": 30, "prompts_per_step": 8, "k": 4, "lr": 5e-4},
+    "online_dpo": {"rounds": 10, "prompts_per_round": 256, "k": 4, "temperature": 0.7,
+                   "train": {"lr": 1e-4, "epochs": 1.0, "schedule": "constant", "warmup_ratio": 0.0,
+                             "per_device_batch_size": 32}},
 }
 
 

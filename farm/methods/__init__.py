@@ -12,6 +12,7 @@ METHODS: dict[str, str] = {
     "expert_iteration": "farm.methods.expert_iteration",
     "ppo": "farm.methods.ppo",
     "dpo": "farm.methods.dpo",
+    "online_dpo": "farm.methods.online_dpo",
     "rloo": "farm.methods.rloo",
     "safe_ppo": "farm.methods.safe_ppo",
     "rewrite": "farm.methods.rewrite",

@@ -63,11 +63,15 @@ def pick_best(scores: Sequence[float], n: int) -> list[int]:
 
 
 def knockout(annotator, records: Sequence[dict], candidates: Sequence[Sequence[str]], seed: int = 0,
-             cache_path: str | None = None) -> list[int]:
+             cache_path: str | None = None, pick: str = "best") -> list[int]:
     """Winner index per record of a single-elimination tournament among its candidates, judged by `annotator`
     (an Annotator or a judge/pool name; p = P(output_2 better)) through `farm.annotators.annotate_pairs`
     (cached in `cache_path` if given). All matches of a round across records go to the judge in one batch.
-    An invalid verdict keeps the first-shown candidate; an odd one out gets a bye."""
+    An invalid verdict keeps the first-shown candidate; an odd one out gets a bye. `pick="worst"`: the loser of
+    each match goes on (a tournament for the worst candidate; with the same seed its first round is the same
+    matches, so a cached judge is asked only for the later rounds)."""
+    if pick not in ("best", "worst"):
+        raise ValueError(f"pick must be 'best' or 'worst', got {pick!r}")
     import numpy as np
 
     from farm.annotators import annotate_pairs  # lazily: the judges' stack is not needed for scorer-based BoN
@@ -89,7 +93,8 @@ def knockout(annotator, records: Sequence[dict], candidates: Sequence[Sequence[s
         winners: dict[int, list[int]] = {r: [] for r in range(len(alive))}
         for (r, i, j), ann in zip(matches, verdicts):
             p = ann.preference
-            winners[r].append(j if p is not None and p > 0.5 else i)
+            second_wins = p is not None and p > 0.5
+            winners[r].append(j if second_wins == (pick == "best") else i)
         alive = [winners[r] + (a[-1:] if len(a) % 2 else []) if len(a) > 1 else a for r, a in enumerate(alive)]
         round_ += 1
     return [a[0] for a in alive]
