@@ -284,7 +284,7 @@ def test_rloo_kl_as_loss_and_several_epochs_run(tiny):
         rloo.Config(k=1)
 
 
-@pytest.mark.parametrize("method", ["dpo", "ppo", "rloo"])
+@pytest.mark.parametrize("method", ["dpo", "ppo", "rloo", "online_dpo"])
 def test_shipped_configs_load_and_open_with_their_command(method):
     from pathlib import Path
 
