@@ -122,3 +122,25 @@ def test_dpo_nll_weight_adds_the_per_token_nll_of_the_chosen_response(tiny_dir):
     want = 0.5 * (-lp_chosen / n_chosen).sum()
     assert (with_nll - plain).item() == pytest.approx(want.item(), rel=1e-5)
     assert plain.item() / 6 == pytest.approx(math.log(2), abs=1e-5)
+
+
+def test_rloo_with_a_judge_reward_resumes_exactly_where_it_stopped(tiny_dir, tmp_path):
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+
+    def run(out: str, steps: int) -> tuple[list[dict], dict]:
+        cfg = rloo.Config(policy=str(tiny_dir), prompts=str(tmp_path / "prompts.jsonl"), output_dir=str(tmp_path / out),
+                          reward_judge="digits", steps=steps, prompts_per_step=2, k=4, minibatch_size=8,
+                          micro_batch_size=8, max_new_tokens=6, save_every=2, lr=1e-2, progress=False)
+        res = rloo.run(cfg, annotator=DigitJudge())
+        return [json.loads(line) for line in (tmp_path / out / "metrics.jsonl").read_text().splitlines()], res
+
+    straight, _ = run("a", 4)
+    run("b", 2)  # "killed" after step 2 ...
+    resumed, res = run("b", 4)  # ... and re-run with the same command
+    assert res["judge_requests"] == 2 * 8  # only steps 3 and 4 asked the judge
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    for key in ("reward", "kl", "loss", "entropy"):
+        assert [r[key] for r in resumed] == pytest.approx([r[key] for r in straight], rel=1e-5, abs=1e-7), key
+    a = load_causal_lm(str(tmp_path / "a" / "model"), device="cpu")[0].state_dict()
+    b = load_causal_lm(str(tmp_path / "b" / "model"), device="cpu")[0].state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

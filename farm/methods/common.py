@@ -230,16 +230,17 @@ class JudgeScorer:
         import numpy as np
 
         from farm.annotators import annotate_pairs
-        from farm.types import Pair
+        from farm.types import Pair, stable_seed
 
         refs = self.references(records)
         self.calls += 1
-        rng = np.random.default_rng([self.seed, self.calls])
-        swap = rng.random(len(records)) < 0.5  # True: the response is shown first
+        # randomness from the batch's content, not a call counter: a resumed run asks exactly what it would have
+        batch_seed = stable_seed(self.seed, *responses)
+        swap = np.random.default_rng(batch_seed).random(len(records)) < 0.5  # True: the response is shown first
         pairs = [Pair(r.get("instruction", r.get("prompt", "")), *((o, f) if s else (f, o)), input=r.get("input", ""),
-                      id=f"judge-reward-{self.seed}-{self.calls}-{i}")
+                      id=f"judge-reward-{batch_seed}-{i}")
                  for i, (r, o, f, s) in enumerate(zip(records, responses, refs, swap))]
-        anns = annotate_pairs(pairs, self.annotator, seed=self.seed + self.calls, cache_path=self.cache_path,
+        anns = annotate_pairs(pairs, self.annotator, seed=batch_seed % 2**31, cache_path=self.cache_path,
                               progress=False)
         out = []
         for a, s, o, f in zip(anns, swap, responses, refs):

@@ -85,6 +85,8 @@ class Config:
     """score for responses without EOS (None = their own score)"""
     prompt_style: str = "alpaca"
     """alpaca or chat"""
+    save_every: int = 0
+    """with k > 0: every k steps a resumable `checkpoint/` (policy + loop state); re-running continues from it"""
     seed: int = 0
     """seed for prompt order and sampling"""
     device: str = "auto"
@@ -126,8 +128,11 @@ def rloo_loss(seq_logprobs: torch.Tensor, old_seq_logprobs: torch.Tensor, advant
 
 
 def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Config, *, ref_policy=None,
-          log: Callable[[dict], None] | None = None) -> list[dict]:
-    """`cfg.steps` RLOO iterations on instruction `records`, in place on `policy`. Returns per-step metrics."""
+          log: Callable[[dict], None] | None = None,
+          on_step: Callable[[int, Any, dict], None] | None = None, resume: dict | None = None) -> list[dict]:
+    """`cfg.steps` RLOO iterations on instruction `records`, in place on `policy`. Returns per-step metrics.
+    After each step `on_step(step, policy, state)` gets the loop state (optimiser, RNG streams, history); passing
+    that `state` back as `resume` (with the policy restored) continues exactly where it stopped."""
     import copy
 
     from tqdm.auto import tqdm
@@ -140,7 +145,12 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
     opt = torch.optim.AdamW(params, lr=cfg.lr, eps=1e-5)
     rng = np.random.default_rng(cfg.seed)
     history: list[dict] = []
-    for step in tqdm(range(1, cfg.steps + 1), desc="rloo", disable=not cfg.progress, leave=False):
+    if resume:
+        opt.load_state_dict(resume["opt"])
+        rng.bit_generator.state = resume["rng"]
+        torch.set_rng_state(resume["torch_rng"])
+        history = list(resume["history"])
+    for step in tqdm(range(len(history) + 1, cfg.steps + 1), desc="rloo", disable=not cfg.progress, leave=False):
         chosen = rng.choice(len(records), cfg.prompts_per_step, replace=len(records) < cfg.prompts_per_step)
         batch = [records[i] for i in chosen for _ in range(cfg.k)]  # k consecutive copies per prompt
         # one rollout, one optimiser step, no micro-batching: the training forward IS the behaviour forward (ratio
@@ -195,6 +205,9 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
         history.append(row)
         if log:
             log(row)
+        if on_step:
+            on_step(step, policy, {"step": step, "opt": opt.state_dict(), "rng": rng.bit_generator.state,
+                                   "torch_rng": torch.get_rng_state(), "history": history})
     return history
 
 
@@ -202,9 +215,9 @@ def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, 
     """Read `cfg.prompts`, train from `cfg.policy` against `scorer` (default: `cfg.reward_model`), write
     `model/` and `metrics.jsonl` under `cfg.output_dir`."""
     from farm.errors import FarmError
-    from farm.io import atomic_write_text
+    from farm.io import atomic_open, atomic_write_text
     from farm.methods.common import read_instructions, reward_scorer, scorer_stats
-    from farm.models.loading import load_causal_lm, save_model
+    from farm.models.loading import is_complete_checkpoint, load_causal_lm, save_model
 
     if not cfg.policy or not cfg.prompts:
         raise FarmError("rloo needs `policy` and `prompts`", field="policy" if not cfg.policy else "prompts")
@@ -213,13 +226,26 @@ def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, 
     scorer = scorer or reward_scorer(cfg, "rloo", ref, tok, annotator)
     records = read_instructions(cfg.prompts)
     out = Path(cfg.output_dir)
-    lines: list[str] = []
+    ckpt = out / "checkpoint"
+    resume = None
+    if (ckpt / "state.pt").exists() and is_complete_checkpoint(ckpt / "policy"):
+        state = torch.load(ckpt / "state.pt", weights_only=False, map_location="cpu")
+        if (ckpt / "policy" / "step.txt").read_text().strip() == str(state["step"]):
+            policy, _ = load_causal_lm(str(ckpt / "policy"), device=cfg.device, dtype=cfg.dtype, tokenizer=tok)
+            resume = state  # else killed between the two writes: start over
+    lines: list[str] = [json.dumps(r) for r in (resume or {}).get("history", [])]
 
     def log(row: dict) -> None:
         lines.append(json.dumps(row))
         atomic_write_text(out / "metrics.jsonl", "\n".join(lines) + "\n")
 
-    history = train(policy, tok, records, scorer, cfg, ref_policy=ref, log=log)
+    def on_step(step: int, model, state: dict) -> None:
+        if cfg.save_every and step % cfg.save_every == 0:  # the policy (with its step), then the loop state last
+            save_model(model, tok, ckpt / "policy", extra_files={"step.txt": f"{step}\n"})
+            with atomic_open(ckpt / "state.pt", "wb") as f:
+                torch.save(state, f)
+
+    history = train(policy, tok, records, scorer, cfg, ref_policy=ref, log=log, on_step=on_step, resume=resume)
     save_model(policy, tok, out / "model")
     return {"model": str(out / "model"), "metrics": str(out / "metrics.jsonl"), "steps": len(history),
             "reward": history[-1]["reward"], "kl": history[-1]["kl"], **scorer_stats(scorer)}
