@@ -578,7 +578,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
             "lr": 1e-4, "value_lr": 1e-3, "kl_coef": 0.05, "save_every": 10},
     "dpo": {"beta": 0.1, "train": {"lr": 1e-4, "epochs": 2.0, "per_device_batch_size": 32}},
     "rloo": {"steps": 30, "prompts_per_step": 8, "k": 4, "lr": 3e-4},
-    "online_dpo": {"rounds": 10, "prompts_per_round": 256, "k": 4, "temperature": 0.7,
+    "online_dpo": {"rounds": 20, "prompts_per_round": 256, "k": 4, "temperature": 0.7,
                    "train": {"lr": 1e-4, "epochs": 1.0, "schedule": "constant", "warmup_ratio": 0.0,
                              "per_device_batch_size": 32}},
 }

@@ -140,3 +140,18 @@ def test_judge_knockout_with_the_gold_judge_picks_the_gold_best(smoke_run):
     for i, (r, t) in enumerate(zip(recs, picked)):
         best = max(q(r["instruction"], r.get("input", ""), c["output"]) for c in cands[i * n:(i + 1) * n])
         assert q(r["instruction"], r.get("input", ""), t) == best
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "learnable.yaml", "smoke.yaml", "zoo_all.yaml"])
+def test_shipped_compare_configs_load_and_name_known_methods_and_world_options(name):
+    from farm.config import load_config
+    from farm.methods import METHODS
+    from farm.run import COMPARE_ONLY, CompareConfig
+    from farm.worlds import tasks
+
+    cfg = load_config(CompareConfig, REPO / "configs" / name)
+    assert cfg.methods and all(m in METHODS or m in COMPARE_ONLY for m in cfg.methods)
+    if cfg.world.name == "tasks":  # the world's options are real keyword arguments of its build
+        world = tasks.build(cfg.seed, **cfg.world.options, sft=8, preference=4, unlabeled=4, eval=12)
+        fams = cfg.world.options.get("families")
+        assert {r["family"] for r in world.eval} == set(fams or tasks.FAMILIES)

@@ -46,7 +46,7 @@ class Config:
     """round_<k>/ (pairs.jsonl, model), model/, metrics.json, metrics.jsonl, judge_cache.sqlite"""
     reference: str = ""
     """frozen reference policy ('' = the starting policy)"""
-    rounds: int = 10
+    rounds: int = 20
     """sample → judge → DPO rounds"""
     prompts_per_round: int = 256
     """prompts per round, a fresh seeded slice of `prompts` each round"""
