@@ -86,9 +86,12 @@ def test_run_resumes_at_the_last_finished_round_with_the_same_weights(tiny_dir, 
     (tmp_path / "b" / "round_0" / "pairs.jsonl").unlink()  # a finished round is not re-sampled nor re-judged
     resumed = online_dpo.run(_cfg(tmp_path, 2, policy=str(tiny_dir), out=tmp_path / "b"), annotator=DigitJudge())
     assert straight["rounds"] == resumed["rounds"] == 2 and straight["pairs"] == resumed["pairs"] > 0
+    again = online_dpo.run(_cfg(tmp_path, 2, policy=str(tiny_dir), out=tmp_path / "b"), annotator=DigitJudge())
     a = load_causal_lm(straight["model_dir"], device="cpu")[0].state_dict()
     b = load_causal_lm(resumed["model_dir"], device="cpu")[0].state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    c = load_causal_lm(again["model_dir"], device="cpu")[0].state_dict()  # all rounds done: the last round's policy
+    assert all(torch.allclose(a[k], c[k], atol=1e-6) for k in a)
     rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [0, 1] and all("loss" in r for r in rows)
     from farm.errors import FarmError

@@ -125,13 +125,21 @@ def train(policy, tokenizer, records: Sequence[dict], annotator, cfg: Config, *,
                       max_prompt_tokens=cfg.max_prompt_tokens, max_response_tokens=cfg.max_new_tokens + 1,
                       train=cfg.train)
     history: list[dict] = []
+    finished: Path | None = None  # the last finished round's model, loaded once before the first round to run
+
+    def load_finished() -> None:
+        loaded, _ = load_causal_lm(str(finished), device=device, tokenizer=tokenizer)
+        policy.load_state_dict(loaded.state_dict())
+
     for r in range(cfg.rounds):
         rdir = Path(out_dir) / f"round_{r}" if out_dir is not None else None
         if rdir is not None and is_complete_checkpoint(rdir / "model"):
-            loaded, _ = load_causal_lm(str(rdir / "model"), device=device, tokenizer=tokenizer)
-            policy.load_state_dict(loaded.state_dict())
+            finished = rdir / "model"
             history.append(json.loads((rdir / "stats.json").read_text()))
             continue
+        if finished is not None:
+            load_finished()
+            finished = None
         order = np.random.default_rng([cfg.seed, r]).permutation(len(records))
         batch = [records[i] for i in order[:cfg.prompts_per_round or len(records)]]
         if rdir is not None and (rdir / "pairs.jsonl").exists():
@@ -154,8 +162,10 @@ def train(policy, tokenizer, records: Sequence[dict], annotator, cfg: Config, *,
         if log:
             log(row)
         if rdir is not None:
-            save_model(policy, tokenizer, rdir / "model")
             (rdir / "stats.json").write_text(json.dumps(row))
+            save_model(policy, tokenizer, rdir / "model")  # last: its COMPLETE marks the round finished
+    if finished is not None:  # every round had finished before: the policy is the last one
+        load_finished()
     return history
 
 
