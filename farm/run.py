@@ -444,6 +444,10 @@ class CompareRun:
         merged = merged.sort_values("human_win_rate", ascending=False)
         merged.index.name = "method"
         merged.to_csv(self.p("leaderboard.csv"))
+        if "sft" in merged.index:  # does a method beat the SFT policy? paired over the same eval instructions
+            paired = pd.concat([_paired_vs(path, "sft", label, self.cfg.n_boot, self.cfg.seed)
+                                for label, path in annotations.items()], ignore_index=True)
+            paired.to_csv(self.p("paired_vs_sft.csv"), index=False)
         corr = {}
         if len(tables["pool"]) >= 3:
             c = correlate_annotations(annotations["pool"], annotations["human"], n_boot=self.cfg.n_boot,
@@ -601,6 +605,23 @@ def _gold_win_rate(quality, records: list[dict], baseline: list[dict], texts: li
     return 100 * sum(wins) / max(len(wins), 1)
 
 
+def _paired_vs(path: str, ref: str, judge: str, n_boot: int, seed: int):
+    """Each method vs `ref` under one judge's annotations (baseline vs method pairs): `eval.paired_comparison` of
+    the per-instruction preferences, one row per method, with a `judge` column."""
+    import pandas as pd
+
+    from farm.eval.stats import paired_comparison
+
+    df = pd.DataFrame(read_records(path))
+    df["key"] = df["instruction"] + "\x00" + df.get("input", pd.Series("", index=df.index)).fillna("")
+    wide = df.pivot_table(index="key", columns="generator_2", values="p_output_2", aggfunc="mean")
+    rows = [paired_comparison(wide[m].to_numpy(float), wide[ref].to_numpy(float), name_a=m, name_b=ref,
+                              n_boot=n_boot, seed=seed) for m in wide.columns if m != ref]
+    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    out.insert(0, "judge", judge)
+    return out
+
+
 def _num(v: Any) -> Any:
     try:
         f = float(v)
@@ -681,6 +702,22 @@ def render_report(run: CompareRun, lb) -> str:
         lc = row.get("pool_length_controlled_winrate", float("nan"))
         lines.append(f"| {name} | {cell(row, 'human')} | {cell(row, 'pool')} | {cell(row, 'gold')} | "
                      f"{lc:.1f} | {row.get('pool_avg_length', float('nan')):.0f} |")
+    paired_path = run.p("paired_vs_sft.csv")
+    if paired_path.exists():
+        import pandas as pd
+
+        pv = pd.read_csv(paired_path)
+        judges = [j for j in ("human", "pool", "gold") if j in set(pv["judge"])]
+        lines += ["", "## Against the SFT policy (paired)", "",
+                  "Win-rate difference with the SFT policy in points, on the same eval instructions: Δ ± paired SE "
+                  "(bootstrap p); paired_vs_sft.csv.", "",
+                  "| method | " + " | ".join(judges) + " |", "|---" * (len(judges) + 1) + "|"]
+        for m in [m for m in lb.index if m != "sft" and m in set(pv["model_a"])]:
+            cells = []
+            for j in judges:
+                r = pv[(pv.judge == j) & (pv.model_a == m)].iloc[0]
+                cells.append(f"{r['difference']:+.1f} ± {r['standard_error']:.1f} (p {r['p_value_bootstrap']:.3f})")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += ["", "## Would humans agree?", ""]
     if corr:
         for stat, row in corr.items():

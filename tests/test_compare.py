@@ -50,7 +50,16 @@ def test_compare_writes_every_artefact(smoke_run):
     # both best-of-n variants pick among the same candidates: at n=1 they are the same outputs, same gold win rate
     at1 = oo[oo.x == 1].set_index("method")["gold_win_rate"]
     assert at1["best_of_n"] == at1["best_of_n_judge"]
+    # paired differences with the SFT policy: the same instructions, so Δ = difference of the two win rates exactly
+    pv = pd.read_csv(d / "paired_vs_sft.csv")
+    assert set(pv["judge"]) == {"pool", "human", "gold"} and set(pv["model_a"]) == set(lb.index) - {"sft"}
+    for judge in ("pool", "human", "gold"):
+        for _, r in pv[pv.judge == judge].iterrows():
+            want = lb.loc[r["model_a"], f"{judge}_win_rate"] - lb.loc["sft", f"{judge}_win_rate"]
+            assert r["difference"] == pytest.approx(want, abs=1e-9)
+            assert r["standard_error"] >= 0 and r["ci_low"] <= r["difference"] <= r["ci_high"]
     report = (d / "report.md").read_text()
+    assert "## Against the SFT policy (paired)" in report
     assert "| ppo |" in report and "spearman" in report and "| best_of_n_judge | n=4 |" in report
 
 
