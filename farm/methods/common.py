@@ -216,7 +216,7 @@ class JudgeScorer:
         self.annotator, self.reference = annotator, reference
         self.length_penalty, self.seed, self.cache_path = length_penalty, seed, cache_path
         self._refs: dict[tuple[str, str], str] = {}
-        self.calls = self.n_requests = self.n_invalid = 0
+        self.n_requests = self.n_invalid = 0
         self.price = 0.0
 
     def references(self, records: Sequence[dict]) -> list[str]:
@@ -233,7 +233,6 @@ class JudgeScorer:
         from farm.types import Pair, stable_seed
 
         refs = self.references(records)
-        self.calls += 1
         # randomness from the batch's content, not a call counter: a resumed run asks exactly what it would have
         batch_seed = stable_seed(self.seed, *responses)
         swap = np.random.default_rng(batch_seed).random(len(records)) < 0.5  # True: the response is shown first

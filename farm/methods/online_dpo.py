@@ -20,6 +20,7 @@ resumes at its last finished round with the same numbers; judge verdicts go thro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -151,9 +152,9 @@ def train(policy, tokenizer, records: Sequence[dict], annotator, cfg: Config, *,
                 write_records(rdir / "pairs.jsonl", examples)
         row: dict[str, Any] = {"round": r, **stats}
         if examples:
-            tc = TrainConfig(**{**cfg.train.__dict__, "seed": cfg.train.seed + r, "save_every": 0})
+            tc = dataclasses.replace(cfg.train, seed=cfg.train.seed + r, save_every=0)
             res = dpo.train(policy, tokenizer, [{k: e[k] for k in ("prompt", "chosen", "rejected")} for e in examples],
-                            dpo.Config(**{**dcfg.__dict__, "train": tc}), ref_model=ref_policy)
+                            dataclasses.replace(dcfg, train=tc), ref_model=ref_policy)
             last = res["history"][-1] if res["history"] else {}
             row.update(loss=res["loss"], steps=res["steps"],
                        **{k: last[k] for k in ("accuracy", "reward_margin", "logp_chosen", "logp_rejected")
