@@ -61,6 +61,25 @@ def test_judge_scorer_reads_a_soft_judge_as_a_probability_and_an_invalid_verdict
     assert got[30] == 0.5 and scorer.n_invalid == 1
 
 
+def test_judge_scorer_both_orders_cancels_a_position_bias_and_counts_two_requests():
+    class FirstWins:  # a judge that always prefers whichever output it is shown first (pure position bias)
+        def identity(self):
+            return "first-wins"
+
+        def annotate(self, pairs, seed=0):
+            from farm.types import Annotation
+
+            return [Annotation(p, 0.0, "first") for p in pairs]
+
+    recs = [{"instruction": f"q{i}"} for i in range(30)]
+    one = JudgeScorer(FirstWins(), lambda rs: ["ref"] * len(rs), seed=0)
+    got = one.score(recs, ["x"] * 30)
+    assert set(got) == {0.0, 1.0}  # one random order each: the bias decides every reward
+    both = JudgeScorer(FirstWins(), lambda rs: ["ref"] * len(rs), seed=0, both_orders=True, length_penalty=0.1)
+    assert both.score(recs, ["xxxx"] * 30) == pytest.approx([0.5 - 0.1 * 1 / 10] * 30)  # bias cancelled, penalty kept
+    assert one.n_requests == 30 and both.n_requests == 60
+
+
 class DigitJudge:
     """A rule judge (an Annotator): the output with the larger share of digit characters wins."""
 

@@ -208,13 +208,16 @@ class JudgeScorer:
     - `length_penalty` λ subtracts λ · (|response| − |reference|) / 10 (characters): judges that like longer
       answers otherwise teach the policy to pad (AlpacaEval's length-controlled win rate fixes the same bias at
       evaluation time);
+    - `both_orders` asks the judge twice, once in each order, and averages: twice the requests, half the
+      variance of a noisy judge's verdict, and no position bias even on one response;
     - verdicts go through `annotate_pairs`, so `cache_path` makes them resumable and free on a re-run.
     `n_requests`, `n_invalid` and `price` count the judge's work."""
 
     def __init__(self, annotator, reference: Callable[[Sequence[dict]], list[str]], *, length_penalty: float = 0.0,
-                 seed: int = 0, cache_path: str | Path | None = None):
+                 seed: int = 0, cache_path: str | Path | None = None, both_orders: bool = False):
         self.annotator, self.reference = annotator, reference
         self.length_penalty, self.seed, self.cache_path = length_penalty, seed, cache_path
+        self.both_orders = both_orders
         self._refs: dict[tuple[str, str], str] = {}
         self.n_requests = self.n_invalid = 0
         self.price = 0.0
@@ -229,26 +232,35 @@ class JudgeScorer:
     def score(self, records: Sequence[dict], responses: Sequence[str]) -> list[float]:
         import numpy as np
 
-        from farm.annotators import annotate_pairs
-        from farm.types import Pair, stable_seed
+        from farm.types import stable_seed
 
         refs = self.references(records)
         # randomness from the batch's content, not a call counter: a resumed run asks exactly what it would have
         batch_seed = stable_seed(self.seed, *responses)
         swap = np.random.default_rng(batch_seed).random(len(records)) < 0.5  # True: the response is shown first
+        prefs = [self._ask(records, responses, refs, swap, batch_seed)]
+        if self.both_orders:  # the other order, with its own seed (a pool draws its member and flips again)
+            prefs.append(self._ask(records, responses, refs, ~swap, batch_seed + 1))
+        return [sum(p) / len(p) - self.length_penalty * (len(o) - len(f)) / 10.0
+                for *p, o, f in zip(*prefs, responses, refs)]
+
+    def _ask(self, records, responses, refs, swap, batch_seed: int) -> list[float]:
+        """P(response preferred over its reference) per record, with the response first where `swap`."""
+        from farm.annotators import annotate_pairs
+        from farm.types import Pair
+
         pairs = [Pair(r.get("instruction", r.get("prompt", "")), *((o, f) if s else (f, o)), input=r.get("input", ""),
                       id=f"judge-reward-{batch_seed}-{i}")
                  for i, (r, o, f, s) in enumerate(zip(records, responses, refs, swap))]
         anns = annotate_pairs(pairs, self.annotator, seed=batch_seed % 2**31, cache_path=self.cache_path,
                               progress=False)
         out = []
-        for a, s, o, f in zip(anns, swap, responses, refs):
+        for a, s in zip(anns, swap):
             self.n_requests += 1
             self.price += a.price
             if a.preference is None:
                 self.n_invalid += 1
-            p = 0.5 if a.preference is None else (1.0 - a.preference if s else a.preference)
-            out.append(p - self.length_penalty * (len(o) - len(f)) / 10.0)
+            out.append(0.5 if a.preference is None else (1.0 - a.preference if s else a.preference))
         return out
 
 
@@ -278,7 +290,8 @@ def reward_scorer(cfg, method: str, ref_model, tokenizer, annotator=None) -> Sco
 
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
         return JudgeScorer(annotator, reference, length_penalty=cfg.judge_length_penalty, seed=cfg.seed,
-                           cache_path=Path(cfg.output_dir) / "judge_cache.sqlite")
+                           cache_path=Path(cfg.output_dir) / "judge_cache.sqlite",
+                           both_orders=cfg.judge_both_orders)
     if not cfg.reward_model:
         raise FarmError(f"{method} needs a reward: set `reward_model` or `reward_judge`", field="reward_model")
     return RewardModelScorer(cfg.reward_model, style=cfg.prompt_style, device=cfg.device)

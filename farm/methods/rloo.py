@@ -47,6 +47,8 @@ class Config:
     instead of `reward_model`. One judge request per response, cached"""
     judge_length_penalty: float = 0.0
     """λ: a `reward_judge` reward loses λ per 10 characters the response is longer than the reference answer"""
+    judge_both_orders: bool = False
+    """ask the `reward_judge` about each response in both orders and average (2 requests per response)"""
     output_dir: str = "runs/rloo"
     """where `model/` and `metrics.jsonl` go"""
     reference: str = ""
