@@ -107,7 +107,9 @@ class CompareConfig:
     dpo: dict[str, Any] = field(default_factory=dict)
     rloo: dict[str, Any] = field(default_factory=dict)
     extra_methods: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """overrides for any other method in `methods`, by name (safe_ppo, rewrite, correct, critique_revise)"""
+    """overrides for any other method in `methods`, by name (safe_ppo, rewrite, correct, critique_revise); an entry
+    with a `method` key is a named VARIANT of that method, ranked beside it, e.g.
+    `extra_methods: {ppo_judge: {method: ppo, reward_judge: gpt4_turbo_like}}` with `methods: [sft, ppo, ppo_judge]`"""
     n_boot: int = 1000
     """bootstrap resamples for intervals"""
     concurrency: int = 0
@@ -364,10 +366,18 @@ class CompareRun:
         texts = self.judge_knockout(recs, cands, n, n)
         return {"outputs": self.write_outputs("best_of_n_judge", recs, texts), "n": n, "judge": self.cfg.train_pool}
 
+    def method_of(self, name: str) -> tuple[str, dict | None]:
+        """(the method a `methods` entry runs, its overrides): a variant in `extra_methods` names its `method`."""
+        extra = self.cfg.extra_methods.get(name)
+        if isinstance(extra, dict) and "method" in extra:
+            return str(extra["method"]), {k: v for k, v in extra.items() if k != "method"}
+        return name, None
+
     def stage_method(self, name: str, sft_model: str, rm: str) -> dict:
         from farm.methods import load_method
 
-        module = load_method(name)
+        method, variant = self.method_of(name)
+        module = load_method(method)
         files = {"policy": sft_model, "reward_model": rm, "output_dir": str(self.p("models", name)),
                  "prompts": str(self.p("data", "unlabeled.json")),
                  "preferences": str(self.p("data", "preferences.jsonl")),
@@ -376,7 +386,7 @@ class CompareRun:
         base = {k: v for k, v in files.items() if k in fields}
         if "judge" in fields:
             base["judge"] = self.cfg.train_pool  # methods that ask a judge as they train ask the training pool
-        base.update({k: v for k, v in METHOD_DEFAULTS.get(name, {}).items() if k in fields})
+        base.update({k: v for k, v in METHOD_DEFAULTS.get(method, {}).items() if k in fields})
         for key, value in (("seed", self.cfg.seed), ("device", self.cfg.policy.device), ("progress", self.progress)):
             if key in fields:
                 base[key] = value
@@ -385,10 +395,11 @@ class CompareRun:
             if key in fields:
                 base[key] = value
         if "train" in fields:
-            base["train"] = {**METHOD_DEFAULTS.get(name, {}).get("train", {}), "seed": self.cfg.seed,
+            base["train"] = {**METHOD_DEFAULTS.get(method, {}).get("train", {}), "seed": self.cfg.seed,
                              "device": self.cfg.policy.device, "progress": self.progress}
         overrides = getattr(self.cfg, name, None) if name in ("expert_iteration", "ppo", "dpo", "rloo") else None
-        overrides = overrides if overrides is not None else self.cfg.extra_methods.get(name, {})
+        overrides = variant if variant is not None else overrides if overrides is not None \
+            else self.cfg.extra_methods.get(name, {})
         cfg = self.method_config(module, overrides, base, name)
         # an annotator in the loop (a judge's reward, online DPO's labels): the run's own judges by name
         judge = getattr(cfg, "reward_judge", "") or getattr(cfg, "judge", "")
@@ -542,9 +553,11 @@ class CompareRun:
         unknown = [m for m in cfg.methods if m not in COMPARE_ONLY]
         from farm.methods import METHODS
 
-        bad = [m for m in unknown if m not in METHODS]
+        bad = [m for m in unknown if self.method_of(m)[0] not in METHODS]
         if bad:
-            raise FarmError(f"unknown method '{bad[0]}'", field="methods", hint=f"known: {', '.join(METHODS)}")
+            field_ = f"extra_methods.{bad[0]}.method" if self.method_of(bad[0])[0] != bad[0] else "methods"
+            raise FarmError(f"unknown method '{self.method_of(bad[0])[0]}'", field=field_,
+                            hint=f"known: {', '.join(METHODS)}; or a variant in extra_methods with a `method` key")
         t0 = time.time()
         self.log(f"farm compare → {self.dir}")
         s.run("data", self.stage_data)

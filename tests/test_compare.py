@@ -31,10 +31,17 @@ def test_compare_writes_every_artefact(smoke_run):
                 "figures/pool_vs_human.png", "figures/overoptimisation.png"]:
         assert (d / rel).exists(), rel
     lb = pd.read_csv(d / "leaderboard.csv", index_col=0)
-    assert set(lb.index) == {"sft", "best_of_n", "best_of_n_judge", "dpo", "ppo", "rloo"}
+    assert set(lb.index) == {"sft", "best_of_n", "best_of_n_judge", "dpo", "ppo", "ppo_judge", "rloo"}
     # rloo's reward is the training pool's verdict against the SFT policy's greedy answer: 3 steps x 16 responses
     rloo_stage = json.loads((d / "stages.json").read_text())["method:rloo"]
     assert rloo_stage["judge_requests"] == 3 * 16 and rloo_stage["judge_invalid"] == 0
+    # a named variant (extra_methods.ppo_judge.method = ppo): its own model, config and outputs; the judge asked in
+    # both orders for 3 steps x 16 responses
+    variant = json.loads((d / "stages.json").read_text())["method:ppo_judge"]
+    assert variant["judge_requests"] == 2 * 3 * 16 and variant["steps"] == 3
+    assert (d / "models" / "ppo_judge" / "model").exists() and (d / "outputs" / "ppo_judge.json").exists()
+    vcfg = (d / "configs" / "ppo_judge.yaml").read_text()
+    assert "reward_judge: gpt4_turbo_like" in vcfg and "judge_both_orders: true" in vcfg
     for judge in ("pool", "human", "gold"):
         assert lb[f"{judge}_win_rate"].between(0, 100).all()
         assert (lb[f"{judge}_standard_error"] > 0).all()
@@ -77,6 +84,15 @@ def test_rerun_resumes_without_redoing_work(smoke_run):
 def test_changed_config_in_existing_run_is_refused(smoke_run):
     with pytest.raises(FarmError, match="seed"):
         compare(smoke_run.dir / "config.yaml", ["seed=1", "progress=false"], log=lambda s: None)
+
+
+def test_a_variant_naming_an_unknown_method_is_refused_with_its_field(tmp_path):
+    args = [f"run_dir={tmp_path / 'run'}", "progress=false", "methods=[sft,ppo_x]",
+            "extra_methods={ppo_x: {method: ppox}}"]
+    with pytest.raises(FarmError, match="ppox") as e:
+        compare(REPO / "configs" / "smoke.yaml", args, log=lambda s: None)
+    assert "extra_methods.ppo_x.method" in str(e.value)
+    assert not (tmp_path / "run" / "models").exists()  # refused before any work
 
 
 def test_interrupted_run_resumes_from_the_stage_it_reached(tmp_path):
@@ -159,7 +175,8 @@ def test_shipped_compare_configs_load_and_name_known_methods_and_world_options(n
     from farm.worlds import tasks
 
     cfg = load_config(CompareConfig, REPO / "configs" / name)
-    assert cfg.methods and all(m in METHODS or m in COMPARE_ONLY for m in cfg.methods)
+    variants = {k: v["method"] for k, v in cfg.extra_methods.items() if "method" in v}
+    assert cfg.methods and all(variants.get(m, m) in METHODS or m in COMPARE_ONLY for m in cfg.methods)
     if cfg.world.name == "tasks":  # the world's options are real keyword arguments of its build
         world = tasks.build(cfg.seed, **cfg.world.options, sft=8, preference=4, unlabeled=4, eval=12)
         fams = cfg.world.options.get("families")
