@@ -259,3 +259,13 @@ def test_safe_ppo_run_trains_reward_and_cost_models_from_files(tiny_dir, tmp_pat
     assert 0.0 <= res["harmless_rate"] <= 1.0 and "gold_win_rate_vs_start" not in res  # not world prompts
     for sub in ("model", "cost_model", "reward_model"):
         assert (tmp_path / "s" / sub / "config.json").exists()
+
+
+def test_safe_ppo_refuses_a_judge_reward_it_would_otherwise_ignore(tmp_path):
+    from farm.errors import FarmError
+
+    cfg = safe_ppo.Config(policy="p", prompts="q", reward_model="rm", cost_model="cm", reward_judge="gpt4_like",
+                          output_dir=str(tmp_path))
+    with pytest.raises(FarmError, match="judge rewards") as e:
+        safe_ppo.run(cfg)
+    assert e.value.field == "reward_judge"

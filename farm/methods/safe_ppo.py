@@ -286,6 +286,9 @@ def run(cfg: Config, reward: Scorer | None = None, cost: Scorer | None = None) -
         raise FarmError("safe_ppo needs a cost: set cost_model, harm_preferences or preferences", field="cost_model")
     if reward is None and not (cfg.reward_model or cfg.preferences):
         raise FarmError("safe_ppo needs a reward: set reward_model or preferences", field="reward_model")
+    if cfg.reward_judge or cfg.judge_both_orders or cfg.judge_length_penalty:
+        raise FarmError("safe_ppo scores with reward and cost models; judge rewards are PPO's and RLOO's",
+                        field="reward_judge", hint="use reward_model or preferences")
     torch.manual_seed(cfg.seed)
     out = Path(cfg.output_dir)
     policy, tok = load_causal_lm(cfg.policy, device=cfg.device, dtype=cfg.dtype)
