@@ -80,6 +80,46 @@ def test_judge_scorer_both_orders_cancels_a_position_bias_and_counts_two_request
     assert one.n_requests == 30 and both.n_requests == 60
 
 
+def test_judge_scorer_fresh_reference_is_asked_every_batch_with_the_batch_seed(tmp_path):
+    calls = []
+
+    def reference(records, seed=None):
+        calls.append((len(records), seed))
+        return ["a b"] * len(records)
+
+    recs = [{"instruction": f"q{i}"} for i in range(6)]
+    fresh = JudgeScorer(load_annotator("longest"), reference, seed=1, fresh_reference=True)
+    fresh.score(recs, ["a"] * 6)
+    fresh.score(recs, ["a"] * 6)
+    fresh.score(recs, ["a b c"] * 6)
+    assert [n for n, _ in calls] == [6, 6, 6]  # not cached per prompt
+    assert calls[0][1] == calls[1][1] != calls[2][1]  # the seed follows the batch's content (resume-safe)
+    cached = JudgeScorer(load_annotator("longest"), lambda rs: reference(rs), seed=1)
+    cached.score(recs, ["a"] * 6)
+    cached.score(recs, ["a b c"] * 6)
+    assert len(calls) == 4  # the default asks once per prompt
+
+
+def test_ppo_sample_reference_is_a_sample_of_the_reference_policy_and_a_bad_value_is_refused(tiny_dir, tmp_path):
+    from farm.errors import FarmError
+    from farm.methods.common import reward_scorer
+
+    model, tok = load_causal_lm(str(tiny_dir))
+    recs = [{"instruction": "Sort: 1 7", "input": ""}] * 8
+    cfg = ppo.Config(reward_judge="longest", judge_reference="sample", temperature=1.0, max_new_tokens=6,
+                     output_dir=str(tmp_path / "a"))
+    sc = reward_scorer(cfg, "ppo", model, tok)
+    refs = sc.reference(recs, 123)
+    assert len(set(refs)) > 1  # sampled: the same prompt gets different references
+    assert sc.reference(recs, 123) == refs  # and the same seed gives the same ones
+    greedy = reward_scorer(ppo.Config(reward_judge="longest", max_new_tokens=6, output_dir=str(tmp_path / "b")),
+                           "ppo", model, tok)
+    assert len(set(greedy.reference(recs))) == 1
+    with pytest.raises(FarmError, match="judge_reference"):
+        reward_scorer(ppo.Config(reward_judge="longest", judge_reference="best", output_dir=str(tmp_path / "c")),
+                      "ppo", model, tok)
+
+
 class DigitJudge:
     """A rule judge (an Annotator): the output with the larger share of digit characters wins."""
 

@@ -208,16 +208,20 @@ class JudgeScorer:
     - `length_penalty` λ subtracts λ · (|response| − |reference|) / 10 (characters): judges that like longer
       answers otherwise teach the policy to pad (AlpacaEval's length-controlled win rate fixes the same bias at
       evaluation time);
+    - `fresh_reference`: the reference is asked anew for every batch, `reference(records, seed)` (e.g. a SAMPLE
+      of the reference policy), not cached: a judge's persistent taste about one fixed (response, reference) pair
+      cannot be learned and exploited when the reference changes every time;
     - `both_orders` asks the judge twice, once in each order, and averages: twice the requests, half the
       variance of a noisy judge's verdict, and no position bias even on one response;
     - verdicts go through `annotate_pairs`, so `cache_path` makes them resumable and free on a re-run.
     `n_requests`, `n_invalid` and `price` count the judge's work."""
 
     def __init__(self, annotator, reference: Callable[[Sequence[dict]], list[str]], *, length_penalty: float = 0.0,
-                 seed: int = 0, cache_path: str | Path | None = None, both_orders: bool = False):
+                 seed: int = 0, cache_path: str | Path | None = None, both_orders: bool = False,
+                 fresh_reference: bool = False):
         self.annotator, self.reference = annotator, reference
         self.length_penalty, self.seed, self.cache_path = length_penalty, seed, cache_path
-        self.both_orders = both_orders
+        self.both_orders, self.fresh_reference = both_orders, fresh_reference
         self._refs: dict[tuple[str, str], str] = {}
         self.n_requests = self.n_invalid = 0
         self.price = 0.0
@@ -234,9 +238,9 @@ class JudgeScorer:
 
         from farm.types import stable_seed
 
-        refs = self.references(records)
         # randomness from the batch's content, not a call counter: a resumed run asks exactly what it would have
         batch_seed = stable_seed(self.seed, *responses)
+        refs = self.reference(records, batch_seed) if self.fresh_reference else self.references(records)
         swap = np.random.default_rng(batch_seed).random(len(records)) < 0.5  # True: the response is shown first
         prefs = [self._ask(records, responses, refs, swap, batch_seed)]
         if self.both_orders:  # the other order, with its own seed (a pool draws its member and flips again)
@@ -281,17 +285,23 @@ def reward_scorer(cfg, method: str, ref_model, tokenizer, annotator=None) -> Sco
 
             annotator = load_annotator(cfg.reward_judge)
 
-        def reference(records: Sequence[dict]) -> list[str]:
+        if cfg.judge_reference not in ("greedy", "sample"):
+            raise FarmError(f"judge_reference must be greedy or sample, got {cfg.judge_reference!r}",
+                            field="judge_reference")
+        sample = cfg.judge_reference == "sample"
+
+        def reference(records: Sequence[dict], seed: int | None = None) -> list[str]:
             from farm.models.generation import generate
 
             prompts = [prompt_text(r, tokenizer, cfg.prompt_style) for r in records]
-            return generate(ref_model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, greedy=True,
-                            batch_size=64, max_prompt_tokens=cfg.max_prompt_tokens).texts
+            return generate(ref_model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, greedy=not sample,
+                            temperature=cfg.temperature, batch_size=64, seed=seed,
+                            max_prompt_tokens=cfg.max_prompt_tokens).texts
 
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
         return JudgeScorer(annotator, reference, length_penalty=cfg.judge_length_penalty, seed=cfg.seed,
                            cache_path=Path(cfg.output_dir) / "judge_cache.sqlite",
-                           both_orders=cfg.judge_both_orders)
+                           both_orders=cfg.judge_both_orders, fresh_reference=sample)
     if not cfg.reward_model:
         raise FarmError(f"{method} needs a reward: set `reward_model` or `reward_judge`", field="reward_model")
     return RewardModelScorer(cfg.reward_model, style=cfg.prompt_style, device=cfg.device)

@@ -51,6 +51,9 @@ class Config:
     """λ: a `reward_judge` reward loses λ per 10 characters the response is longer than the reference answer"""
     judge_both_orders: bool = False
     """ask the `reward_judge` about each response in both orders and average (2 requests per response)"""
+    judge_reference: str = "greedy"
+    """what a `reward_judge` compares each response with: the reference policy's greedy answer (asked once per
+    prompt) or a fresh `sample` of it at `temperature` for every batch (the judge cannot be gamed on one pair)"""
     output_dir: str = "runs/ppo"
     """where the checkpoint (`model/`), `metrics.jsonl` and `checkpoints/step_k/` go"""
     reference: str = ""
