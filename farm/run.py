@@ -397,9 +397,12 @@ class CompareRun:
         if "train" in fields:
             base["train"] = {**METHOD_DEFAULTS.get(method, {}).get("train", {}), "seed": self.cfg.seed,
                              "device": self.cfg.policy.device, "progress": self.progress}
-        overrides = getattr(self.cfg, name, None) if name in ("expert_iteration", "ppo", "dpo", "rloo") else None
-        overrides = variant if variant is not None else overrides if overrides is not None \
-            else self.cfg.extra_methods.get(name, {})
+        if variant is not None:
+            overrides = variant
+        elif name in ("expert_iteration", "ppo", "dpo", "rloo"):
+            overrides = getattr(self.cfg, name)
+        else:
+            overrides = self.cfg.extra_methods.get(name, {})
         cfg = self.method_config(module, overrides, base, name)
         # an annotator in the loop (a judge's reward, online DPO's labels): the run's own judges by name
         judge = getattr(cfg, "reward_judge", "") or getattr(cfg, "judge", "")

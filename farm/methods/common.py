@@ -216,7 +216,7 @@ class JudgeScorer:
     - verdicts go through `annotate_pairs`, so `cache_path` makes them resumable and free on a re-run.
     `n_requests`, `n_invalid` and `price` count the judge's work."""
 
-    def __init__(self, annotator, reference: Callable[[Sequence[dict]], list[str]], *, length_penalty: float = 0.0,
+    def __init__(self, annotator, reference: Callable[..., list[str]], *, length_penalty: float = 0.0,
                  seed: int = 0, cache_path: str | Path | None = None, both_orders: bool = False,
                  fresh_reference: bool = False):
         self.annotator, self.reference = annotator, reference
