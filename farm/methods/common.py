@@ -453,6 +453,34 @@ class NonFiniteLossError(FarmError):
 
 # ----- checkpoints -----
 
+def save_loop_checkpoint(ckpt: Path, tokenizer, step: int, state: dict, **models) -> None:
+    """An RL loop's resumable checkpoint (PPO, RLOO): each model in `ckpt/<name>/` with its step, then the loop
+    state (`ckpt/state.pt`, atomic) LAST, so `loop_checkpoint` can tell a complete checkpoint from a killed write."""
+    import torch
+
+    from farm.io import atomic_open
+    from farm.models.loading import save_model
+
+    for name, model in models.items():
+        save_model(model, tokenizer, ckpt / name, extra_files={"step.txt": f"{step}\n"})
+    with atomic_open(ckpt / "state.pt", "wb") as f:
+        torch.save(state, f)
+
+
+def loop_checkpoint(ckpt: Path, names: Sequence[str]) -> dict | None:
+    """The loop state of `save_loop_checkpoint` when every model folder `names` is complete and holds its step;
+    None otherwise (nothing saved, or killed between the writes: start over). Load the models from ckpt/<name>."""
+    import torch
+
+    from farm.models.loading import is_complete_checkpoint
+
+    if not (ckpt / "state.pt").exists() or not all(is_complete_checkpoint(ckpt / n) for n in names):
+        return None
+    state = torch.load(ckpt / "state.pt", weights_only=False, map_location="cpu")
+    same = all((ckpt / n / "step.txt").read_text().strip() == str(state["step"]) for n in names)
+    return state if same else None
+
+
 def _save_checkpoint(ckpt: Path, model, tokenizer, optimizer, scheduler, step: int, extra: dict) -> None:
     """Model folder (atomic `save_model`, with step.txt) then state.pt (atomic); resume needs both to agree."""
     import torch

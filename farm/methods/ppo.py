@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from farm.methods import maths
-from farm.methods.common import Scorer, prompt_text
+from farm.methods.common import Scorer, loop_checkpoint, prompt_text, save_loop_checkpoint
 from farm.types import Rollout
 
 
@@ -399,9 +399,9 @@ def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, 
     With `save_every`, policy snapshots go to `checkpoints/step_k` and a resumable `checkpoint/` (policy, value
     model, loop state) is kept: re-running the same command continues from it."""
     from farm.errors import FarmError
-    from farm.io import atomic_open, atomic_write_text
+    from farm.io import atomic_write_text
     from farm.methods.common import read_instructions, reward_scorer, scorer_stats
-    from farm.models.loading import is_complete_checkpoint, load_causal_lm, load_scalar_model, save_model
+    from farm.models.loading import load_causal_lm, load_scalar_model, save_model
 
     if not cfg.policy or not cfg.prompts:
         raise FarmError("ppo needs `policy` and `prompts`", field="policy" if not cfg.policy else "prompts")
@@ -415,13 +415,10 @@ def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, 
     records = read_instructions(cfg.prompts)
     out = Path(cfg.output_dir)
     ckpt = out / "checkpoint"
-    resume = None
-    if (ckpt / "state.pt").exists() and all(is_complete_checkpoint(ckpt / m) for m in ("policy", "value")):
-        state = torch.load(ckpt / "state.pt", weights_only=False, map_location="cpu")
-        if all((ckpt / m / "step.txt").read_text().strip() == str(state["step"]) for m in ("policy", "value")):
-            policy, _ = load_causal_lm(str(ckpt / "policy"), device=cfg.device, dtype=cfg.dtype, tokenizer=tok)
-            value_model, _ = load_scalar_model(str(ckpt / "value"), device=cfg.device, dtype=cfg.dtype, tokenizer=tok)
-            resume = state  # else killed between the writes: start over
+    resume = loop_checkpoint(ckpt, ("policy", "value"))
+    if resume:
+        policy, _ = load_causal_lm(str(ckpt / "policy"), device=cfg.device, dtype=cfg.dtype, tokenizer=tok)
+        value_model, _ = load_scalar_model(str(ckpt / "value"), device=cfg.device, dtype=cfg.dtype, tokenizer=tok)
     lines: list[str] = [json.dumps(r) for r in (resume or {}).get("history", [])]
 
     def log(row: dict) -> None:
@@ -431,11 +428,7 @@ def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, 
     def on_step(step: int, model, value, state: dict) -> None:
         if cfg.save_every and step % cfg.save_every == 0:
             save_model(model, tok, out / "checkpoints" / f"step_{step}")  # for over-optimisation curves
-            # resumable state: both models (with their step), then the loop state last; resume checks they agree
-            save_model(model, tok, ckpt / "policy", extra_files={"step.txt": f"{step}\n"})
-            save_model(value, tok, ckpt / "value", extra_files={"step.txt": f"{step}\n"})
-            with atomic_open(ckpt / "state.pt", "wb") as f:
-                torch.save(state, f)
+            save_loop_checkpoint(ckpt, tok, step, state, policy=model, value=value)  # resumable
 
     history = train(policy, tok, records, scorer, cfg, ref_policy=ref, value_model=value_model, log=log,
                     on_step=on_step, resume=resume)

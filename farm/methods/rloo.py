@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from farm.methods import maths
-from farm.methods.common import Scorer
+from farm.methods.common import Scorer, loop_checkpoint, save_loop_checkpoint
 from farm.methods.ppo import collect_rollout, disable_dropout, response_logprobs_tail
 
 
@@ -220,9 +220,9 @@ def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, 
     """Read `cfg.prompts`, train from `cfg.policy` against `scorer` (default: `cfg.reward_model`), write
     `model/` and `metrics.jsonl` under `cfg.output_dir`."""
     from farm.errors import FarmError
-    from farm.io import atomic_open, atomic_write_text
+    from farm.io import atomic_write_text
     from farm.methods.common import read_instructions, reward_scorer, scorer_stats
-    from farm.models.loading import is_complete_checkpoint, load_causal_lm, save_model
+    from farm.models.loading import load_causal_lm, save_model
 
     if not cfg.policy or not cfg.prompts:
         raise FarmError("rloo needs `policy` and `prompts`", field="policy" if not cfg.policy else "prompts")
@@ -232,12 +232,9 @@ def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, 
     records = read_instructions(cfg.prompts)
     out = Path(cfg.output_dir)
     ckpt = out / "checkpoint"
-    resume = None
-    if (ckpt / "state.pt").exists() and is_complete_checkpoint(ckpt / "policy"):
-        state = torch.load(ckpt / "state.pt", weights_only=False, map_location="cpu")
-        if (ckpt / "policy" / "step.txt").read_text().strip() == str(state["step"]):
-            policy, _ = load_causal_lm(str(ckpt / "policy"), device=cfg.device, dtype=cfg.dtype, tokenizer=tok)
-            resume = state  # else killed between the two writes: start over
+    resume = loop_checkpoint(ckpt, ("policy",))
+    if resume:
+        policy, _ = load_causal_lm(str(ckpt / "policy"), device=cfg.device, dtype=cfg.dtype, tokenizer=tok)
     lines: list[str] = [json.dumps(r) for r in (resume or {}).get("history", [])]
 
     def log(row: dict) -> None:
@@ -245,10 +242,8 @@ def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, 
         atomic_write_text(out / "metrics.jsonl", "\n".join(lines) + "\n")
 
     def on_step(step: int, model, state: dict) -> None:
-        if cfg.save_every and step % cfg.save_every == 0:  # the policy (with its step), then the loop state last
-            save_model(model, tok, ckpt / "policy", extra_files={"step.txt": f"{step}\n"})
-            with atomic_open(ckpt / "state.pt", "wb") as f:
-                torch.save(state, f)
+        if cfg.save_every and step % cfg.save_every == 0:
+            save_loop_checkpoint(ckpt, tok, step, state, policy=model)
 
     history = train(policy, tok, records, scorer, cfg, ref_policy=ref, log=log, on_step=on_step, resume=resume)
     save_model(policy, tok, out / "model")
