@@ -118,7 +118,8 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "<config>", pref
             f"unknown config key for {cls.__name__}", file=source, field=prefix + str(k),
             hint=(f"did you mean '{prefix}{close[0]}'?" if close else f"known keys: {', '.join(fields)}"),
         )
-    kwargs = {k: _coerce(v, hints[k], prefix + k, source) for k, v in data.items()}
+    kwargs = {k: _coerce(_with_field_default(fields[k], hints[k], v), hints[k], prefix + k, source)
+              for k, v in data.items()}
     missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -129,6 +130,36 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "<config>", pref
         if isinstance(e, FarmError):
             raise
         raise FarmError(str(e), file=source) from None
+
+
+def _with_field_default(f: dataclasses.Field, tp: Any, value: Any) -> Any:
+    """A nested block given as a mapping starts from the ENCLOSING class's default for that field (its
+    `default_factory`), not from the nested class's own defaults: `dpo.Config.train` declares lr 5e-4 and a
+    constant schedule, and `train: {epochs: 2}` must keep them. Mapping-valued fields (`sizes: {eval: 810}`)
+    likewise keep the default's other keys."""
+    if not isinstance(value, dict):
+        return value
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    elif f.default is not dataclasses.MISSING:
+        default = f.default
+    else:
+        return value
+    if dataclasses.is_dataclass(default) and not isinstance(default, type):
+        return deep_merge(_shallow_fields(default), value)
+    if isinstance(default, dict) and (get_origin(tp) is dict or tp is dict):
+        return deep_merge(default, value)
+    return value
+
+
+def _shallow_fields(obj: Any) -> dict[str, Any]:
+    """A dataclass instance → {field: value} one level deep (nested dataclasses stay instances, so a nested
+    mapping override merges into THEIR defaults in turn)."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        out[f.name] = _shallow_fields(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
+    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -196,10 +227,52 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     if path is not None:
         data = deep_merge(data, read_yaml(path))
         source = str(path)
-    if overrides:
-        data = deep_merge(data, parse_overrides(overrides))
+    over = parse_overrides(overrides) if overrides else {}
+    if over:
+        data = deep_merge(data, over)
         source = f"{source} + command line" if path else "command line"
-    return from_dict(cls, data, source=source)
+    try:
+        return from_dict(cls, data, source=source)
+    except FarmError as e:
+        raise placed(e, path, over) from None
+
+
+def placed(e: FarmError, path: str | Path | None, overrides: dict | None = None) -> FarmError:
+    """`e` pointed at the line of `path` that holds its field (a key set on the command line stays there)."""
+    if path is None or not e.field or e.line is not None:
+        return e
+    if overrides and _has_key(overrides, e.field):
+        return e.at("command line", None)
+    return e.at(path, key_line(path, e.field))
+
+
+def _has_key(data: dict, dotted: str) -> bool:
+    node: Any = data
+    for part in dotted.replace("[", ".[").split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def key_line(path: str | Path, dotted: str) -> int | None:
+    """1-based line of `a.b.c` in a YAML file (of the deepest part of the key that the file has), or None."""
+    try:
+        node = yaml.compose(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    line = None
+    for part in dotted.split("."):
+        part = part.split("[")[0]
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for k, v in node.value:
+            if k.value == part:
+                line, node = k.start_mark.line + 1, v
+                break
+        else:
+            break
+    return line
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

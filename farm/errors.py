@@ -14,6 +14,7 @@ class FarmError(ValueError):
         self, message: str, *, file: object = None, line: int | None = None, field: str | None = None,
         hint: str | None = None,
     ):
+        self.message = message
         self.file, self.line, self.field, self.hint = (str(file) if file is not None else None), line, field, hint
         where = ""
         if self.file is not None:
@@ -26,3 +27,7 @@ class FarmError(ValueError):
         if hint:
             text += f" ({hint})"
         super().__init__(text)
+
+    def at(self, file: object, line: int | None) -> FarmError:
+        """The same error, placed in `file` at `line` (e.g. the user's YAML rather than a derived copy)."""
+        return type(self)(self.message, file=file, line=line, field=self.field, hint=self.hint)
