@@ -40,10 +40,10 @@ def study_world_noise(data=None, *, run: str | Path | None = None, flips: Sequen
     """Gold win rate and proxy reward of best-of-n vs n, one curve per training-label flip rate."""
     from farm.annotators import annotate_pairs
     from farm.annotators.noise import chain, flip
+    from farm.eval.report import gold_wins
     from farm.io import read_pairs, read_records, write_annotations
     from farm.methods import reward
     from farm.methods.common import RewardModelScorer
-    from farm.run import _gold_win_rate
     from farm.worlds.tasks import build
 
     run_dir = Path(run) if run else _small_run(seed)
@@ -86,7 +86,7 @@ def study_world_noise(data=None, *, run: str | Path | None = None, flips: Sequen
             best = [i * n + int(np.argmax(proxy[i * n:i * n + k])) for i in range(len(recs))]
             rows.append({"flip": rate, "n": k, "proxy_reward": float(proxy[best].mean()),
                          "gold_quality": float(np.mean([gold[b] for b in best])),
-                         "gold_win_rate": _gold_win_rate(world.quality, recs, base, [texts[b] for b in best])})
+                         "gold_win_rate": 100 * float(np.mean(gold_wins(world.quality, recs, base, [texts[b] for b in best])))})
     curves = pd.DataFrame(rows)
     summary = []
     for rate, d in curves.groupby("flip"):

@@ -49,7 +49,16 @@ def test_compare_writes_every_artefact(smoke_run):
     corr = pd.read_csv(d / "correlation_pool_vs_human.csv", index_col=0)
     assert {"spearman", "kendall"} <= set(corr.index)
     n_eval = len(json.loads((d / "data" / "eval.json").read_text()))
-    assert sum(1 for _ in open(d / "annotations" / "human.jsonl")) == len(lb) * n_eval
+    assert sum(1 for _ in open(d / "annotations" / "human.jsonl")) == len(lb) * n_eval * 2  # two seeds each
+    # method_seeds: 2 — a second model per method with its own training seed, its own outputs and its own rows
+    assert (d / "models" / "dpo@s1" / "model").exists() and (d / "outputs" / "sft@s1.json").exists()
+    assert "seed: 1000" in (d / "configs" / "dpo@s1.yaml").read_text()
+    per_seed = pd.read_csv(d / "leaderboard_gold.csv", index_col=0)
+    assert {"dpo", "dpo@s1", "sft", "sft@s1"} <= set(per_seed.index)
+    # the method's win rate is the mean of its seeds' win rates (every seed answered every prompt)
+    for m in lb.index:
+        want = (per_seed.loc[m, "win_rate"] + per_seed.loc[f"{m}@s1", "win_rate"]) / 2
+        assert lb.loc[m, "gold_win_rate"] == pytest.approx(want, abs=1e-9)
     oo = pd.read_json(d / "overoptimisation.json")
     assert set(oo["method"]) == {"best_of_n", "best_of_n_judge", "ppo"}
     assert sorted(oo[oo.method == "best_of_n"]["x"]) == [1, 2, 4]
@@ -67,7 +76,7 @@ def test_compare_writes_every_artefact(smoke_run):
             assert r["standard_error"] >= 0 and r["ci_low"] <= r["difference"] <= r["ci_high"]
     report = (d / "report.md").read_text()
     assert "## Against the SFT policy (paired)" in report
-    assert "| ppo |" in report and "spearman" in report and "| best_of_n_judge | n=4 |" in report
+    assert "| ppo |" in report and "Spearman" in report and "| best_of_n_judge | n=4 |" in report
 
 
 def test_rerun_resumes_without_redoing_work(smoke_run):
