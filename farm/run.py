@@ -75,8 +75,20 @@ def build_world(plan: Plan):
     if cfg.world.name not in WORLDS:
         raise plan.placed(FarmError(f"unknown world '{cfg.world.name}'", field="world.name",
                                     hint=f"known: {', '.join(WORLDS)}"))
+    import difflib
+    import inspect
+
+    build = importlib.import_module(WORLDS[cfg.world.name]).build
+    takes = [n for n, p in inspect.signature(build).parameters.items()
+             if p.kind is not p.VAR_KEYWORD and n != "seed"]
+    for key in cfg.world.options:
+        if key not in takes:
+            close = difflib.get_close_matches(key, takes, n=1)
+            raise plan.placed(FarmError(f"world '{cfg.world.name}' takes no option '{key}'",
+                                        field=f"world.options.{key}",
+                                        hint=f"did you mean '{close[0]}'?" if close else f"options: {', '.join(takes)}"))
     try:
-        return importlib.import_module(WORLDS[cfg.world.name]).build(cfg.seed, **cfg.world.options, **cfg.world.sizes)
+        return build(cfg.seed, **cfg.world.options, **cfg.world.sizes)
     except TypeError as e:  # an option the world's build does not take
         raise plan.placed(FarmError(str(e), field="world.options")) from None
     except FarmError as e:
@@ -86,11 +98,12 @@ def build_world(plan: Plan):
 
 
 class CompareRun:
-    def __init__(self, cfg: CompareConfig, log: Callable[[str], None] = print, source: str | Path | None = None):
+    def __init__(self, cfg: CompareConfig, log: Callable[[str], None] = print, source: str | Path | None = None,
+                 overrides: list[str] | None = None):
         self.cfg = cfg
         self.dir = Path(cfg.run_dir).resolve()
         self.progress = cfg.progress and sys.stderr.isatty()  # bars only where someone watches them
-        self.plan = Plan(cfg, self.dir, source, self.progress)
+        self.plan = Plan(cfg, self.dir, source, self.progress, overrides)
         self.world = build_world(self.plan)
         validate(self.plan, self.world)  # every section, judge and path, before anything is written
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -371,11 +384,12 @@ def _tee(log: Callable[[str], None], path: Path) -> Callable[[str], None]:
     return out
 
 
-def dry_run(cfg: CompareConfig, source: str | Path | None = None, log: Callable[[str], None] = print) -> dict:
+def dry_run(cfg: CompareConfig, source: str | Path | None = None, log: Callable[[str], None] = print,
+            overrides: list[str] | None = None) -> dict:
     """Check the config and return (and log) every stage's resolved config, writing nothing."""
     import yaml
 
-    plan = Plan(cfg, Path(cfg.run_dir).resolve(), source)
+    plan = Plan(cfg, Path(cfg.run_dir).resolve(), source, overrides=overrides)
     validate(plan, build_world(plan))
     out = plan.resolved()
     for name, c in out.items():
@@ -386,7 +400,7 @@ def dry_run(cfg: CompareConfig, source: str | Path | None = None, log: Callable[
 def compare(config: str | Path | None = None, overrides: list[str] | None = None, log=print) -> CompareRun:
     """Python API: run (or resume) a comparison; returns the finished `CompareRun` (files under run.dir)."""
     cfg = load_config(CompareConfig, config, overrides or [])
-    run = CompareRun(cfg, log=log, source=config)
+    run = CompareRun(cfg, log=log, source=config, overrides=overrides)
     run.run()
     return run
 
@@ -404,7 +418,7 @@ def main(argv: list[str]) -> int:
         overrides.insert(0, config)
         config = None
     if args.dry_run:
-        dry_run(load_config(CompareConfig, config, overrides), config)
+        dry_run(load_config(CompareConfig, config, overrides), config, overrides=overrides)
         return 0
     compare(config, overrides)
     return 0

@@ -128,14 +128,18 @@ class Plan:
     """How a run's rows map to method configs, and where their files go; needs no trained model (so validation and
     `--dry-run` use it before any work). `source` is the user's YAML (errors point at its lines)."""
 
-    def __init__(self, cfg: CompareConfig, run_dir: Path, source: str | Path | None = None, progress: bool = False):
+    def __init__(self, cfg: CompareConfig, run_dir: Path, source: str | Path | None = None, progress: bool = False,
+                 overrides: list[str] | None = None):
+        from farm.config import parse_overrides
+
         self.cfg, self.dir, self.source, self.progress = cfg, run_dir, source, progress
+        self.overrides = parse_overrides(overrides) if overrides else {}  # keys set on the command line
 
     def p(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
 
     def placed(self, e: FarmError) -> FarmError:
-        return placed(e, self.source) if self.source else e
+        return placed(e, self.source, self.overrides) if self.source else e
 
     def seeds(self, name: str) -> list[int]:
         """Seed indices a row is trained / sampled with (every ranked row gets `method_seeds`)."""
@@ -257,7 +261,8 @@ def validate(plan: Plan, world: Any) -> None:
             raise plan.placed(FarmError(f"extra_methods entry '{name}' is not listed in `methods`",
                                         field=f"extra_methods.{name}", hint=f"did you mean '{close[0]}'?"))
     judges = {"train_pool": cfg.train_pool, "eval_pool": cfg.eval_pool, "human": cfg.human}
-    for name in plan.rows():
+    unlisted = [name for name in SECTIONS if getattr(cfg, name) and name not in cfg.methods]
+    for name in plan.rows() + unlisted:  # a section of a method this run does not list is checked too
         mcfg = plan.method_config(name)[1]
         for f in ("reward_judge", "judge"):
             if getattr(mcfg, f, ""):

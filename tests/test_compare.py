@@ -190,3 +190,40 @@ def test_shipped_compare_configs_load_and_name_known_methods_and_world_options(n
         world = tasks.build(cfg.seed, **cfg.world.options, sft=8, preference=4, unlabeled=4, eval=12)
         fams = cfg.world.options.get("families")
         assert {r["family"] for r in world.eval} == set(fams or tasks.FAMILIES)
+
+
+def test_power_table_from_the_run_sizes_a_comparison(smoke_run):
+    from farm.eval import power
+    from farm.eval.cli_power import power_table
+
+    t = power_table(smoke_run.dir, delta=10.0, judge="gold", seeds=(1, 2, 4))
+    assert set(t.index) == set(smoke_run.cfg.methods) - {"sft"}
+    assert (t["pilot_seeds"] == 2).all() and (t["pilot_prompts"] == 48).all()
+    for _, r in t.iterrows():
+        c = power.Components(r["sd_prompt"] ** 2, r["sd_seed"] ** 2, r["sd_residual"] ** 2, 48, 2)
+        assert r["se"] == pytest.approx(c.se(48, 2))
+        for k in (1, 2, 4):
+            n = r[f"prompts_k{k}"]
+            if n == n and n is not None and n > 1:  # reachable: the smallest n with 80% power
+                assert power.power_of(10.0, c.se(int(n), k)) >= 0.8 > power.power_of(10.0, c.se(int(n) - 1, k))
+    with pytest.raises(FarmError, match="judges: gold, human, pool"):
+        power_table(smoke_run.dir, delta=1.0, judge="humans")
+
+
+def test_readme_table_is_the_runs_leaderboard(smoke_run):
+    from farm.eval.report import readme_rows
+    from farm.eval.report_text import readme_table
+
+    lb = pd.read_csv(smoke_run.dir / "leaderboard.csv", index_col=0)
+    pv = pd.read_csv(smoke_run.dir / "paired_vs_sft.csv")
+    text = readme_table(readme_rows(smoke_run.dir))
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert [r.split("|")[1].strip() for r in rows] == list(lb.index)  # the leaderboard's order
+    for line in rows:
+        m = line.split("|")[1].strip()
+        g = lb.loc[m]
+        assert f"{g['gold_win_rate']:.1f} [{g['gold_win_rate_ci_low']:.1f}, {g['gold_win_rate_ci_high']:.1f}]" in line
+        if m != "sft":
+            d = pv[(pv.judge == "gold") & (pv.model_a == m)].iloc[0]
+            assert f"{d['difference']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]" in line
+    assert "48 eval prompts, 2 training seed(s)" in text and "torch 2." in text

@@ -163,6 +163,8 @@ def minimum_detectable(se: float, alpha: float = 0.05, power: float = 0.8) -> fl
 def power_of(delta: float, se: float, alpha: float = 0.05) -> float:
     """P(a two-sided level-α z-test rejects) when the true difference is `delta` and the estimate's SE is `se`."""
     z = sps.norm.ppf(1 - alpha / 2)
+    if se <= 0:  # no noise at all: any true difference is found, none is found by chance only at level α
+        return 1.0 if delta != 0 else alpha
     return float(sps.norm.cdf(abs(delta) / se - z) + sps.norm.cdf(-abs(delta) / se - z))
 
 
