@@ -7,7 +7,8 @@ meta-evaluation and paired method comparisons. Every result is a pandas DataFram
 
 from farm.eval.agreement import agreement_table, evaluate_judges, read_humans, read_judge
 from farm.eval.correlation import correlate_annotations, correlate_tables, correlations
-from farm.eval.lc import instruction_difficulty, length_controlled_winrates
+from farm.eval.lc import length_controlled_winrates
+from farm.eval.lc_reference import LCReference, fit_reference
 from farm.eval.stats import bootstrap_counts, paired_comparison
 from farm.eval.winrate import (
     PreferenceMatrix,
@@ -20,7 +21,7 @@ from farm.eval.winrate import (
 
 __all__ = [
     "PreferenceMatrix", "agreement_table", "bootstrap_counts", "compare_models", "correlate_annotations",
-    "correlate_tables", "correlations", "evaluate_judges", "instruction_difficulty", "leaderboard",
+    "correlate_tables", "correlations", "evaluate_judges", "fit_reference", "leaderboard", "LCReference",
     "length_controlled_winrates", "paired_comparison", "read_humans", "read_judge", "read_leaderboard_csv",
     "to_frame", "winrate_stats",
 ]
