@@ -104,5 +104,5 @@ def length_controlled_winrates(frame, reference: LCReference | str | None = "aut
     rows = []
     for i in range(len(models)):
         own = frame.iloc[np.flatnonzero(m == i)]
-        rows.append({**lc_one_model(own, reference), "lc_reference": reference.name if reference else ""})
+        rows.append({**lc_one_model(own, reference), "lc_reference": reference.name if reference else "none"})
     return pd.DataFrame(rows, index=pd.Index(models), columns=LC_COLUMNS)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from farm.errors import FarmError
-from farm.eval.frames import KEY_SEP, codes, key_strings, to_frame
+from farm.eval.frames import codes, key_strings, to_frame
 from farm.eval.glm import fit_groups, sigmoid
 
 GAMED_WEIGHT = 0.2  # AlpacaEval's regularize_to_baseline_lambda: the gamed rows' total weight, split over two
@@ -46,7 +45,7 @@ MIN_COVERAGE = 0.9  # share of a frame's instructions a reference must know to b
 def instruction_hash(key: str) -> str:
     """12 hex digits of sha256 over instruction + KEY_SEP + input (what the reference file stores).
 
-    >>> instruction_hash("Say hi." + KEY_SEP + "")
+    >>> instruction_hash("Say hi." + "\\x1f" + "")  # KEY_SEP = "\\x1f"
     '46e2099ba204'
     """
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
