@@ -55,6 +55,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--human-columns", help="column mapping for a sheet, ours=theirs,... (e.g. label=verdict)")
     p.add_argument("--label-vocabulary", default="auto", help="auto | ab5 | arena | numeric (farm.eval.humans)")
     p.add_argument("--label-map", help="your own labels as label=p,... with p = P(output_2 better)")
+    p.add_argument("--fit-pool", action="store_true", help="also fit a simulated annotator pool to these human "
+                   "labels (member mix, flip rate, length/position weights; farm.eval.fit_pool) and report the fit")
+    p.add_argument("--fit-pool-out", help="write the fitted pool as JSON")
     p.add_argument("--out", help="write the table as CSV")
     p.add_argument("--plot", help="write the table as a PNG")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of pairs for the interval")
@@ -78,6 +81,22 @@ def main(argv: list[str]) -> int:
         if table.loc["humans", "n_pairs"] == 0:
             print("note: no pair has two human labels, so human agreement cannot be measured (NaN, not 100%)")
         print()
+    if args.fit_pool or args.fit_pool_out:
+        import json
+
+        from farm.eval.agreement import read_humans
+        from farm.eval.fit_pool import fit_pool
+
+        fit = fit_pool(read_humans(args.human, columns=_mapping(args.human_columns, "--human-columns"),
+                                   vocabulary=vocabulary), seed=args.seed)
+        print(f"pool fitted to {fit.n_pairs_fit} labelled pairs, checked on {fit.n_pairs_held_out} held-out pairs:")
+        print(fit.table().round(2).to_string())
+        mix = ", ".join(f"{k} {v:.2f}" for k, v in fit.mix.items() if v >= 0.005)
+        print(f"mix: {mix}; flip {fit.flip:.3f}; sharpness {fit.sharpness:.2f}; length x{fit.length_scale:.2f}; "
+              f"position {fit.position_shift:+.2f}\n")
+        if args.fit_pool_out:
+            atomic_write_text(args.fit_pool_out, json.dumps(fit.to_record(), indent=1) + "\n")
+            print(f"wrote {args.fit_pool_out}")
     table = tables[rules[0]] if len(rules) == 1 else pd.concat(tables, names=["tie_rule"])
     if args.out:
         atomic_write_text(args.out, table.to_csv())

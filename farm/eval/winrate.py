@@ -95,13 +95,13 @@ def average_lengths(frame: pd.DataFrame) -> pd.Series:
 
 def leaderboard(source: Source, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95, lc: bool = False,
                 sort_by: str | None = "win_rate", baseline: str | None = None, name_from: str = "generator",
-                merge: bool = False) -> pd.DataFrame:
+                merge: bool = False, lc_reference: str | object | None = "auto") -> pd.DataFrame:
     """One row per model (`generator_2`): AlpacaEval's columns, bootstrap interval, optional LC win rate.
 
     `n_boot=0` skips the bootstrap (the interval columns are NaN). `baseline` keeps only annotations whose
     `generator_1` is that model (several baselines in one frame are an error: their win rates do not compare).
     `sort_by` is a column to sort descending (None keeps model-name order). `name_from`, `merge`: how files
-    name their rows (`farm.eval.frames`).
+    name their rows (`farm.eval.frames`). `lc_reference`: which reference LC uses (`farm.eval.lc`).
     """
     frame = to_frame(source, name_from=name_from, merge=merge)
     if baseline is not None:
@@ -125,7 +125,7 @@ def leaderboard(source: Source, *, n_boot: int = 1000, seed: int = 0, level: flo
     if lc:
         from farm.eval.lc import length_controlled_winrates
 
-        out = out.join(length_controlled_winrates(frame))
+        out = out.join(length_controlled_winrates(frame, lc_reference))
     out.index.name = None
     if sort_by is not None:
         if sort_by not in out.columns:
@@ -153,7 +153,8 @@ def format_table(lb: pd.DataFrame, columns: Iterable[str] | None = None) -> str:
     """A fixed-width text table for the terminal."""
     cols = list(columns) if columns is not None else [c for c in (
         "win_rate", "standard_error", "win_rate_ci_low", "win_rate_ci_high", "length_controlled_winrate",
-        "lc_standard_error", "n_wins", "n_wins_base", "n_draws", "n_total", "avg_length") if c in lb.columns]
+        "lc_standard_error", "n_wins", "n_wins_base", "n_draws", "n_total", "n_invalid", "avg_length",
+        "rating", "rating_ci_low", "rating_ci_high") if c in lb.columns]
     shown = lb[cols].copy()
     for c in cols:
         if pd.api.types.is_float_dtype(shown[c]):
