@@ -189,7 +189,8 @@ def bradley_terry(source, *, n_boot: int = 1000, seed: int = 0, level: float = 0
                                           anchor_i, theta, tol=1e-9)[0] for Wb in W])
         beta = theta
     else:
-        X = _design(a, b, M, S)
+        varies = np.abs(S).max(axis=0) > 0  # a feature no annotation varies in (no markdown at all) is left out
+        X = _design(a, b, M, S[:, varies])
         free = np.flatnonzero(np.arange(X.shape[1]) != anchor_i)
         beta, H = _newton(X, y, np.ones(len(y)), free, np.zeros(X.shape[1]))
         if W is not None and bootstrap == "one-step":
@@ -211,7 +212,10 @@ def bradley_terry(source, *, n_boot: int = 1000, seed: int = 0, level: float = 0
     n_ann = np.bincount(a, minlength=M) + np.bincount(b, minlength=M)
     table = pd.DataFrame({"rating": ratings, "rating_ci_low": lo, "rating_ci_high": hi,
                           "n_annotations": n_ann.astype(int)}, index=pd.Index(models))
-    coefs = pd.Series(beta[M:], index=list(STYLE_FEATURES) if style else [], dtype=float, name="style_coefficient")
+    coefs = pd.Series(dtype=float, name="style_coefficient")
+    if style:
+        coefs = pd.Series(0.0, index=list(STYLE_FEATURES), name="style_coefficient")
+        coefs[varies] = beta[M:]
     return BTResult(table.sort_values("rating", ascending=False, kind="stable"), coefs, reps, models)
 
 
