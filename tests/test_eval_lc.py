@@ -14,7 +14,7 @@ from farm.eval import leaderboard
 from farm.eval.frames import to_frame
 from farm.eval.glm import l1_logistic, l1_logistic_cv, soft_log_loss
 from farm.eval.lc import length_controlled_winrates
-from farm.eval.lc_reference import fit_reference, find_reference, load_references, save_reference
+from farm.eval.lc_reference import find_reference, fit_reference, load_references, save_reference
 
 
 def _judged(n: int, theta: float, beta: float, mean_extra: float, seed: int, model: str = "m") -> pd.DataFrame:
