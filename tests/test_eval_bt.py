@@ -29,42 +29,16 @@ def _battles(n: int, n_models: int, seed: int, length_effect: float = 0.0) -> tu
     return df, strength
 
 
-def _plain_logistic(df: pd.DataFrame, models: list[str], anchor: int | None) -> np.ndarray:
-    """scipy's trust-exact on the un-aggregated rows: first model fixed at 0; ratings recentred like ours."""
-    from scipy.optimize import minimize
-
-    idx = {m: i for i, m in enumerate(models)}
-    a, b = df["generator_1"].map(idx).to_numpy(), df["generator_2"].map(idx).to_numpy()
-    y = df["p_output_2"].to_numpy(float)
-    X = np.zeros((len(df), len(models)))
-    X[np.arange(len(df)), b] += 1
-    X[np.arange(len(df)), a] -= 1
-    Xf = X[:, 1:]
-
-    def f(t):
-        z = Xf @ t
-        return np.sum(np.logaddexp(0, -z) * y + np.logaddexp(0, z) * (1 - y))
-
-    def g(t):
-        return Xf.T @ (1 / (1 + np.exp(-(Xf @ t))) - y)
-
-    def h(t):
-        s = 1 / (1 + np.exp(-(Xf @ t)))
-        return (Xf * (s * (1 - s))[:, None]).T @ Xf
-
-    t = np.r_[0.0, minimize(f, np.zeros(len(models) - 1), jac=g, hess=h, method="trust-exact",
-                            options={"gtol": 1e-12}).x]
-    ref = t[anchor] if anchor is not None else t.mean()
-    return 1000 + ELO_PER_LOGIT * (t - ref)
-
-
 @pytest.mark.parametrize("anchor", [None, "m3"])
 def test_ratings_equal_a_plain_logistic_regression(anchor):
     df, _ = _battles(3000, 9, seed=0)
+    from bench.bench_bt import (
+        plain_logistic_elo,  # scipy trust-exact on the rows, a dense design, nothing shared
+    )
+
     res = bradley_terry(df, n_boot=0, anchor=anchor)
-    models = sorted(res.ratings.index)
-    ref = _plain_logistic(df, models, None if anchor is None else models.index(anchor))
-    np.testing.assert_allclose(res.ratings.loc[models, "rating"].to_numpy(), ref, rtol=0, atol=1e-6)
+    ref = plain_logistic_elo(df, anchor)
+    np.testing.assert_allclose(res.ratings.loc[ref.index, "rating"].to_numpy(), ref.to_numpy(), rtol=0, atol=1e-6)
     if anchor:
         assert res.ratings.loc[anchor, "rating"] == pytest.approx(1000, abs=1e-9)
     assert res.ratings["n_annotations"].sum() == 2 * len(df)
