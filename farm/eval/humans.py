@@ -9,6 +9,7 @@ Columns (ours ← the first of theirs that exists; `columns` maps any of ours to
     output_2 ← output_2, response_b, response_2, answer_b, output_b, completion_b
     generator_1 ← generator_1, model_a, model_1               generator_2 ← generator_2, model_b, model_2
     label ← label, preference, winner, choice, verdict, rating   evaluator ← evaluator, annotator, worker, rater, judge
+    idx ← idx, pair_id, id (optional: lets PandaLM-style judge files join on it)
 Needed: instruction, output_1, output_2, label; evaluator when one person may label a pair twice.
 
 Labels become p = P(output_2 better) through a vocabulary (`VOCABULARIES`, or a dict of your own):
@@ -44,6 +45,7 @@ ALIASES = {
     "generator_2": ["generator_2", "model_b", "model_2"],
     "label": ["label", "preference", "winner", "choice", "verdict", "rating"],
     "evaluator": ["evaluator", "annotator", "worker", "rater", "judge", "annotator_id", "worker_id"],
+    "idx": ["idx", "pair_id", "id"],
 }
 REQUIRED = ("instruction", "output_1", "output_2", "label")
 
@@ -153,11 +155,14 @@ def read_human_table(path: str | os.PathLike, *, columns: Mapping[str, str] | No
     if long:
         return df
     key = ["instruction", "input", "output_1", "output_2", "generator_1", "generator_2"]
+    if "idx" in df.columns:
+        key = ["idx", *key]  # identical outputs of two pairs stay two pairs
     out = (df.groupby(key, sort=False)
            .agg(human=("p", lambda s: [None if v is None or pd.isna(v) else float(v) for v in s]),
                 evaluators=("evaluator", list))
            .reset_index())
-    out.insert(0, "idx", range(len(out)))
+    if "idx" not in out.columns:
+        out.insert(0, "idx", range(len(out)))
     return out
 
 
