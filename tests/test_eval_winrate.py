@@ -153,30 +153,15 @@ def test_reproduces_alpaca_eval_2_weighted_win_rates(shared_data):
     assert (ours["length_controlled_winrate"] > ours["win_rate"]).all()  # all 4 are shorter than the baseline
 
 
-def test_length_controlled_close_to_alpaca_eval_1(shared_data, alpaca_eval_1):
-    ours = leaderboard(alpaca_eval_1, n_boot=0, lc=True)
-    ref = read_leaderboard_csv(shared_data / "alpaca_eval/leaderboards/data_AlpacaEval/alpaca_eval_gpt4_leaderboard.csv")
-    both = ours.join(ref["length_controlled_winrate"].rename("theirs")).dropna(subset=["theirs"])
-    from scipy.stats import spearmanr
-
-    diff = both["length_controlled_winrate"] - both["theirs"]
-    assert len(both) == 20
-    assert spearmanr(both["length_controlled_winrate"], both["theirs"]).statistic > 0.97
-    assert diff.abs().mean() < 2.5
-    # the length-heavy model falls, the short one rises, as in theirs
-    assert ours.loc["cohere", "length_controlled_winrate"] < ours.loc["cohere", "win_rate"] - 15
-    assert ours.loc["text_davinci_001", "length_controlled_winrate"] > ours.loc["text_davinci_001", "win_rate"]
-
-
 def test_instruction_keys_survive_without_pyarrow_string_storage():
     # regression: pandas' python-backed strings (the default without pyarrow) drop a NUL separator on
     # concatenation, so (instruction, input) keys could not be split back (LC crashed on a fresh machine)
     import pandas as pd
 
-    from farm.eval.winrate import KEY_SEP, _codes, _key_strings
+    from farm.eval.frames import KEY_SEP, codes, key_strings
 
     df = pd.DataFrame({"instruction": ["Add."] * 3, "input": ["1 + 2", "3 + 4", "1 + 2"]},
                       dtype=pd.StringDtype("python"))
-    codes, uniques = _codes(_key_strings(df), None)
-    assert len(uniques) == 2 and codes[0] == codes[2] != codes[1]
+    c, uniques = codes(key_strings(df), None)
+    assert len(uniques) == 2 and c[0] == c[2] != c[1]
     assert [tuple(k.split(KEY_SEP, 1)) for k in uniques] == [("Add.", "1 + 2"), ("Add.", "3 + 4")]

@@ -31,6 +31,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--no-cache", action="store_true", help="ask the judge for every pair")
     ap.add_argument("--concurrency", type=int, default=None, help="requests in flight per judge")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--both-orders", action="store_true", help="also ask each pair with its outputs swapped")
     ap.add_argument("overrides", nargs="*", help="judge config overrides key=value (e.g. model=gpt-4o)")
     args = ap.parse_args(argv)
     if args.concurrency is not None and args.concurrency < 1:
@@ -38,6 +39,9 @@ def main(argv: list[str]) -> int:
     out = Path(args.out)
     cache = None if args.no_cache else Path(args.cache) if args.cache else out.parent / "annotation_cache.sqlite"
     pairs = read_pairs(args.pairs)
+    if args.both_orders:  # each pair, then its swapped copy; `farm agreement` reports position consistency
+        from farm.eval.consistency import with_both_orders
+        pairs = with_both_orders(pairs)
     annotator = load_annotator(args.annotator, **parse_overrides(args.overrides))
     run = AnnotationRun()
     annotations = annotate_pairs(pairs, annotator, seed=args.seed, cache_path=cache,

@@ -5,9 +5,10 @@ missing label) and, per judge, a list of verdicts per pair (several when the jud
 None = unparseable). A verdict p falls in a *class*: output_1 (p < 0.5), tie (p == 0.5), output_2 (p > 0.5).
 
 The *human majority* of a pair is the most frequent class among its humans. When several classes tie for most
-frequent, the majority is each of them with equal probability, and every score below is the expectation over
-that choice (AlpacaEval draws one at random with a fixed seed; the expectation is the same number without the
-luck).
+frequent, `tie_rule` decides: "expected" (default): the majority is each of them with equal probability, and
+every score below is the expectation over that choice (AlpacaEval draws one at random with a fixed seed; the
+expectation is the same number without the luck); "skip": the pair (or, leave-one-out, the entry) is left out,
+as MT-bench and most papers do.
 
 Figures (one row per judge, plus `humans`), all means over (pair, verdict) entries:
 - `agreement`: % of verdicts whose class equals the human majority, ties being a class of their own;
@@ -37,13 +38,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from farm.errors import FarmError
+from farm.eval.frames import file_stem
 from farm.eval.stats import bootstrap_counts, percentile_interval
-from farm.eval.winrate import file_stem
 from farm.types import check_preference, from_alpaca_eval
 
 KEY = ["instruction", "input", "output_1", "output_2"]
@@ -80,6 +82,21 @@ def mode_distribution(counts: np.ndarray) -> np.ndarray:
     is_mode = (counts == top) & (top > 0)
     n = is_mode.sum(axis=-1, keepdims=True)
     return np.divide(is_mode, n, out=np.zeros_like(counts), where=n > 0)
+
+
+TIE_RULES = ("expected", "skip")
+
+
+def majority(counts: np.ndarray, tie_rule: str = "expected") -> np.ndarray:
+    """`mode_distribution`, with tied majorities zeroed (no majority) under tie_rule="skip".
+
+    >>> majority(np.array([[1., 0, 1], [2, 1, 0]]), "skip").tolist()
+    [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]
+    """
+    if tie_rule not in TIE_RULES:
+        raise FarmError(f"unknown tie rule '{tie_rule}'", hint=f"one of {TIE_RULES}")
+    dist = mode_distribution(counts)
+    return dist if tie_rule == "expected" else np.where(dist.max(-1, keepdims=True) == 1.0, dist, 0.0)
 
 
 def hard_score(p: np.ndarray, majority: np.ndarray) -> np.ndarray:
@@ -139,20 +156,21 @@ def _bias_preference_rows(humans: pd.DataFrame, p: np.ndarray, present: np.ndarr
     }
 
 
-def human_row(humans: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
-    """Leave-one-out figures of the humans: each label against the majority of the other labels of its pair."""
+def human_row(humans: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+              tie_rule: str = "expected") -> dict[str, float]:
+    """Leave-one-out figures of the humans: each label against the majority of the other labels of its pair.
+    A pair with a single label has no others: with only such pairs every figure is NaN (never 100%)."""
     h = human_arrays(humans)
     labelled = ~np.isnan(h)
     counts = class_counts(h)  # (n, 3)
     own = (classes(h)[..., None] == np.arange(3)).astype(float)  # (n, K, 3)
-    others = mode_distribution(counts[:, None, :] - own)  # (n, K, 3) majority of the others
+    others = majority(counts[:, None, :] - own, tie_rule)  # (n, K, 3) majority of the others
     has_others = labelled & (others.sum(-1) > 0)
     hard = hard_score(h, others)
     soft = soft_score(h, others)
     single = others.max(-1) == 1.0  # the others' majority is one class
     no_ties = has_others & (h != 0.5) & single & (others[..., 1] == 0)
-    per_pair = np.where(has_others, hard, 0).sum(1) / np.maximum(has_others.sum(1), 1)
-    lo, hi = _pair_interval(per_pair, has_others.any(1), n_boot, seed, level)
+    lo, hi = _pair_interval(np.where(has_others, hard, 0).sum(1), has_others.sum(1), n_boot, seed, level)
     row = {
         "agreement": 100 * _mean(hard, has_others), "agreement_ci_low": lo, "agreement_ci_high": hi,
         "agreement_no_ties": 100 * _mean(hard, no_ties), "agreement_soft": 100 * _mean(soft, has_others),
@@ -165,23 +183,23 @@ def human_row(humans: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: fl
 
 
 def judge_row(humans: pd.DataFrame, verdicts: Sequence[Sequence[float | None]], n_boot: int = 1000,
-              seed: int = 0, level: float = 0.95) -> dict[str, float]:
+              seed: int = 0, level: float = 0.95, tie_rule: str = "expected") -> dict[str, float]:
     """A judge's figures against the humans of the same pairs (`verdicts[i]` = the judge's list for row i)."""
     h = human_arrays(humans)
     p, present = judge_arrays(humans, verdicts)
     counts = class_counts(h)
-    majority = mode_distribution(counts)  # (n, 3)
-    use = present & (majority.sum(-1) > 0)[:, None]  # verdicts on pairs with at least one human label
+    major = majority(counts, tie_rule)  # (n, 3)
+    use = present & (major.sum(-1) > 0)[:, None]  # verdicts on pairs with a human majority
     parsed = use & ~np.isnan(p)
-    hard = hard_score(p, majority[:, None, :])
-    soft = soft_score(p, majority[:, None, :])
-    single = majority.max(-1) == 1.0
-    no_ties = parsed & (p != 0.5) & (single & (majority[:, 1] == 0))[:, None]
+    hard = hard_score(p, major[:, None, :])
+    soft = soft_score(p, major[:, None, :])
+    single = major.max(-1) == 1.0
+    no_ties = parsed & (p != 0.5) & (single & (major[:, 1] == 0))[:, None]
 
     # against the majority of all humans but one, averaged over which one is left out
     labelled = ~np.isnan(h)
     own = (classes(h)[..., None] == np.arange(3)).astype(float)  # (n, Kh, 3)
-    loo = mode_distribution(counts[:, None, :] - own)  # (n, Kh, 3)
+    loo = majority(counts[:, None, :] - own, tie_rule)  # (n, Kh, 3)
     ok = labelled & (loo.sum(-1) > 0)
     loo_score = np.where(ok[:, None, :], hard_score(p[:, :, None], loo[:, None, :, :]), 0).sum(-1)
     loo_score = loo_score / np.maximum(ok.sum(-1), 1)[:, None]
@@ -189,8 +207,8 @@ def judge_row(humans: pd.DataFrame, verdicts: Sequence[Sequence[float | None]], 
 
     # AlpacaEval's bias: the judge's own majority (over its parsed verdicts) against the human majority
     judge_major = mode_distribution(class_counts(np.where(parsed, p, np.nan)))  # (n, 3)
-    has_major = judge_major.sum(-1) > 0
-    bias_score = (judge_major[:, :, None] * majority[:, None, :]
+    has_major = (judge_major.sum(-1) > 0) & (major.sum(-1) > 0)
+    bias_score = (judge_major[:, :, None] * major[:, None, :]
                   * (1 - np.abs(VALUES[:, None] - VALUES[None, :]))).sum((-1, -2))
     # AlpacaEval's variance: each verdict against the majority of the judge's other verdicts on the pair
     jown = (classes(p)[..., None] == np.arange(3)) & parsed[..., None]
@@ -198,8 +216,7 @@ def judge_row(humans: pd.DataFrame, verdicts: Sequence[Sequence[float | None]], 
     var_use = parsed & (others.sum(-1) > 0)
     var_score = soft_score(p, others)
 
-    per_pair = np.where(use, hard, 0).sum(1) / np.maximum(use.sum(1), 1)
-    lo, hi = _pair_interval(per_pair, use.any(1), n_boot, seed, level)
+    lo, hi = _pair_interval(np.where(use, hard, 0).sum(1), use.sum(1), n_boot, seed, level)
     row = {
         "agreement": 100 * _mean(hard, use), "agreement_ci_low": lo, "agreement_ci_high": hi,
         "agreement_no_ties": 100 * _mean(hard, no_ties), "agreement_soft": 100 * _mean(soft, parsed),
@@ -211,13 +228,16 @@ def judge_row(humans: pd.DataFrame, verdicts: Sequence[Sequence[float | None]], 
     return row
 
 
-def _pair_interval(per_pair: np.ndarray, mask: np.ndarray, n_boot: int, seed: int,
+def _pair_interval(sums: np.ndarray, counts: np.ndarray, n_boot: int, seed: int,
                    level: float) -> tuple[float, float]:
-    x = per_pair[mask]
+    """Percentile bootstrap over pairs of Σ sums / Σ counts (the estimate's own weighting: every verdict counts
+    once), on the pairs with at least one counted verdict."""
+    keep = counts > 0
+    x, c = sums[keep], counts[keep].astype(float)
     if n_boot <= 0 or len(x) == 0:
         return float("nan"), float("nan")
     w = bootstrap_counts(len(x), n_boot, seed)
-    lo, hi = percentile_interval((w @ x) / len(x) * 100, level)
+    lo, hi = percentile_interval((w @ x) / (w @ c) * 100, level)
     return float(lo), float(hi)
 
 
@@ -227,27 +247,35 @@ COLUMNS = ["agreement", "agreement_ci_low", "agreement_ci_high", "agreement_no_t
 
 
 def agreement_table(humans: pd.DataFrame, judges: dict[str, Sequence[Sequence[float | None]]], *,
-                    n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+                    n_boot: int = 1000, seed: int = 0, level: float = 0.95, tie_rule: str = "expected"
+                    ) -> pd.DataFrame:
     """The evaluator leaderboard: a `humans` row then one row per judge (dict name → per-pair verdict lists,
-    aligned with the rows of `humans`)."""
-    rows = {"humans": human_row(humans, n_boot, seed, level)}
+    aligned with the rows of `humans`); `judges` may be empty (humans only)."""
+    rows = {"humans": human_row(humans, n_boot, seed, level, tie_rule)}
     for name, verdicts in judges.items():
         if len(verdicts) != len(humans):
             raise ValueError(f"judge '{name}': {len(verdicts)} verdict lists for {len(humans)} pairs")
-        rows[name] = judge_row(humans, verdicts, n_boot, seed, level)
+        rows[name] = judge_row(humans, verdicts, n_boot, seed, level, tie_rule)
     return pd.DataFrame.from_dict(rows, orient="index")[COLUMNS]
 
 
 # ----- file adapters (the only place other codes appear) -----
 
-def read_humans(path: str | os.PathLike) -> pd.DataFrame:
+def read_humans(path: str | os.PathLike, *, columns: dict[str, str] | None = None,
+                vocabulary: str | dict[str, float] = "auto") -> pd.DataFrame:
     """Human labels, one row per pair with `human` = list of P(output_2 better) (None = missing).
 
-    Formats, detected from the fields: ours (`human: [p, ...]` per pair); PandaLM's test set (`annotator1..3`:
-    0 tie, 1, 2; `response1/2`); AlpacaEval cross-annotations (one record per (pair, human) with `preference`
-    1/2 and 1.5 or 0 as a draw), grouped by pair.
+    Formats: a CSV/TSV/XLSX sheet with one row per annotation (`farm.eval.humans.read_human_table`, with the
+    column mapping and label vocabulary); else detected from the fields: ours (`human: [p, ...]` per pair);
+    PandaLM's test set (`annotator1..3`: 0 tie, 1, 2; `response1/2`); AlpacaEval cross-annotations (one record
+    per (pair, human) with `preference` 1/2 and 1.5 or 0 as a draw), grouped by pair.
     """
     from farm.io import get_field, read_pandalm_humans, read_records
+
+    if "".join(Path(path).suffixes).lower().removesuffix(".gz").endswith((".csv", ".tsv", ".xlsx", ".xlsm")):
+        from farm.eval.humans import read_human_table
+
+        return read_human_table(path, columns=columns, vocabulary=vocabulary)
 
     records = read_records(path)
     if not records:
@@ -336,26 +364,60 @@ def read_judge(path: str | os.PathLike, humans: pd.DataFrame) -> tuple[str, list
         name = names.pop()
     matched = 0
     for a in anns:
-        key = (a.pair.instruction, a.pair.input, a.pair.output_1, a.pair.output_2)
-        if a.pair.generator_1 or a.pair.generator_2:
-            key = (*key, a.pair.generator_1, a.pair.generator_2)
-        for i in rows_of.get(key, []):
-            verdicts[i].append(a.preference)
-            matched += 1
+        q = a.pair
+        for swapped, key in ((False, (q.instruction, q.input, q.output_1, q.output_2, q.generator_1, q.generator_2)),
+                             (True, (q.instruction, q.input, q.output_2, q.output_1, q.generator_2, q.generator_1))):
+            if not (q.generator_1 or q.generator_2):
+                key = key[:4]
+            hits = rows_of.get(key, [])
+            for i in hits:  # a verdict on the swapped pair (asked in both orders) counts for the pair, flipped
+                verdicts[i].append(a.preference if not swapped or a.preference is None else 1.0 - a.preference)
+                matched += 1
+            if hits:
+                break
     if matched == 0:
         raise FarmError("no annotation matches a pair of the human file (joined on instruction, input, output_1, "
                         "output_2 in that order)", file=path)
     return name, verdicts
 
 
-def evaluate_judges(human_path: str | os.PathLike, judge_paths: Sequence[str | os.PathLike], *,
-                    n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Read a human file and judge files and return `agreement_table` on the pairs every judge saw."""
-    humans = read_humans(human_path)
-    judges = {}
+def evaluate_judges(human_path: str | os.PathLike, judge_paths: Sequence[str | os.PathLike] = (), *,
+                    n_boot: int = 1000, seed: int = 0, tie_rule: str = "expected",
+                    columns: dict[str, str] | None = None, vocabulary: str | dict[str, float] = "auto"
+                    ) -> pd.DataFrame:
+    """Read a human file and judge files (none: the humans row alone) and return `agreement_table`, with each
+    judge's position consistency and self-consistency (`farm.eval.consistency`) where its file holds
+    annotations."""
+    humans = read_humans(human_path, columns=columns, vocabulary=vocabulary)
+    judges, consistency = {}, {}
     for path in judge_paths:
         name, verdicts = read_judge(path, humans)
         if name in judges:
             name = file_stem(path)
         judges[name] = verdicts
-    return agreement_table(humans, judges, n_boot=n_boot, seed=seed)
+        consistency[name] = _file_consistency(path)
+    table = agreement_table(humans, judges, n_boot=n_boot, seed=seed, tie_rule=tie_rule)
+    cols = ["position_consistency", "self_consistency", "n_pairs_both_orders"]
+    for c in cols:
+        table[c] = np.nan
+    for name, cons in consistency.items():
+        if cons is not None:
+            for c in cols:
+                table.loc[name, c] = cons[c]
+    table.attrs["tie_rule"] = tie_rule
+    return table
+
+
+def _file_consistency(path: str | os.PathLike) -> dict | None:
+    """Pooled consistency of every annotation in a judge file (None for a PandaLM verdict file, which has no
+    outputs to match orders by)."""
+    from farm.eval.consistency import consistency_table
+    from farm.io import read_annotations
+
+    try:
+        anns = read_annotations(path)
+    except FarmError:
+        return None
+    for a in anns:
+        a.annotator = "all"  # pooled over the file's members: one row
+    return consistency_table(anns).iloc[0].to_dict() if anns else None

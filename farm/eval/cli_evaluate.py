@@ -24,6 +24,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from farm.errors import FarmError
 from farm.io import atomic_write_text, read_model_outputs, write_annotations
 from farm.types import Pair
@@ -120,6 +122,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max-instructions", type=int, help="only the first N baseline instructions (a dry run)")
     p.add_argument("--lc", action="store_true", help="add the length-controlled win rate")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of instructions (0 = none)")
+    p.add_argument("--both-orders", action="store_true", help="ask every pair in both positions; the leaderboard "
+                   "counts each pair once (mean of the two verdicts) and the judge's position consistency is printed")
     p.add_argument("--plot", help="write a PNG of win rates with 95%% intervals")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -146,13 +150,25 @@ def main(argv: list[str]) -> int:
     judge = load_annotator(args.annotator)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = AnnotationRun()
+    if args.both_orders:
+        from farm.eval.consistency import with_both_orders
+
+        pairs = with_both_orders(pairs)
     annotations = annotate_pairs(pairs, judge, seed=args.seed, cache_path=args.cache or out_dir / "cache.sqlite",
                                  progress=not args.no_progress, run=run)
     write_annotations(out_dir / "annotations.jsonl", annotations)
 
     from farm.eval.winrate import format_table, leaderboard
 
-    lb = leaderboard(annotations, n_boot=args.n_boot, seed=args.seed, lc=args.lc,
+    scored = annotations
+    if args.both_orders:
+        from farm.eval.consistency import consistency_table, fold_orders
+
+        scored = fold_orders(annotations)
+        with pd.option_context("display.float_format", "{:.2f}".format, "display.width", 200):
+            print("position consistency per judge (pairs asked in both orders):")
+            print(consistency_table(annotations).to_string() + "\n")
+    lb = leaderboard(scored, n_boot=args.n_boot, seed=args.seed, lc=args.lc,
                      sort_by="length_controlled_winrate" if args.lc else "win_rate")
     atomic_write_text(out_dir / "leaderboard.csv", lb.to_csv())
     print(format_table(lb))

@@ -4,6 +4,11 @@
     farm leaderboard ann.jsonl --compare published_leaderboard.csv      # rank correlation with a published CSV
     farm leaderboard ann.jsonl --paired dpo ppo                         # paired test of two models
     farm leaderboard simulated/*.jsonl --compare-annotations human/*.jsonl   # rank correlation, bootstrap
+    farm leaderboard pairwise/*.jsonl --bt --style-control               # Bradley–Terry (Elo) among many models
+    farm leaderboard results/*/alpaca_eval_gpt4/annotations.json --name-from file   # rows named by folder
+
+Rows are named after each file's generator_2, or after the file/folder with --name-from file (and whenever two
+files carry the same generator name); two inputs of the same name are an error unless --merge.
 """
 
 from __future__ import annotations
@@ -23,7 +28,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the leaderboard CSV here (AlpacaEval layout: first column = model)")
     p.add_argument("--plot", help="write a PNG of win rates with 95%% intervals")
     p.add_argument("--length-plot", help="write a PNG of win rate against average output length")
-    p.add_argument("--lc", action="store_true", help="add the length-controlled win rate (GLM on length)")
+    p.add_argument("--lc", action="store_true", help="add the length-controlled win rate (AlpacaEval's GLM)")
+    p.add_argument("--lc-reference", default="auto", help="LC reference: auto (shipped, matched on baseline and "
+                   "instructions), none, a shipped name, or a file from python -m farm.eval.cli_lc_reference")
+    p.add_argument("--name-from", choices=["generator", "file"], default="generator",
+                   help="name rows after generator_2 (default) or after the file/folder")
+    p.add_argument("--merge", action="store_true", help="inputs with the same name are one model: add them up")
+    p.add_argument("--bt", action="store_true", help="Bradley–Terry (Elo-scale) ratings over all pairwise "
+                   "annotations instead of win rates against one baseline")
+    p.add_argument("--style-control", action="store_true", help="with --bt: length and markdown covariates")
+    p.add_argument("--ties", choices=["half", "drop"], default="half", help="with --bt: a tie is half a win "
+                   "for each side (Arena) or left out")
+    p.add_argument("--anchor", help="with --bt: the model rated 1000 (default: mean rating 1000)")
+    p.add_argument("--exact-bootstrap", action="store_true", help="with --bt: refit every resample (slower)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of instructions (0 = none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("--baseline", help="keep only annotations against this baseline (generator_1)")
@@ -40,13 +57,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from farm.eval.winrate import compare_models, format_table, leaderboard, read_leaderboard_csv, to_frame
+    from farm.eval.winrate import (
+        compare_models,
+        format_table,
+        input_notes,
+        leaderboard,
+        read_leaderboard_csv,
+        to_frame,
+    )
 
-    frame = to_frame(args.annotations)
+    frame = to_frame(args.annotations, name_from=args.name_from, merge=args.merge)
+    if args.bt:
+        return _bt(frame, args)
     sort_by = args.sort or ("length_controlled_winrate" if args.lc else "win_rate")
+    reference = None if args.lc_reference == "none" else args.lc_reference
     lb = leaderboard(frame, n_boot=args.n_boot, seed=args.seed, lc=args.lc, sort_by=sort_by,
-                     baseline=args.baseline)
+                     baseline=args.baseline, lc_reference=reference)
     print(format_table(lb))
+    for note in input_notes(frame):
+        print(f"note: {note}")
     if args.out:
         atomic_write_text(args.out, lb.to_csv())
         print(f"\nwrote {args.out}")
@@ -79,4 +108,20 @@ def main(argv: list[str]) -> int:
         print("\npaired comparison on common instructions:")
         with pd.option_context("display.width", 200):
             print(row.round(4).to_string(index=False))
+    return 0
+
+
+def _bt(frame: pd.DataFrame, args: argparse.Namespace) -> int:
+    from farm.eval.bt import bradley_terry
+
+    res = bradley_terry(frame, n_boot=args.n_boot, seed=args.seed, style=args.style_control, anchor=args.anchor,
+                        ties=args.ties, bootstrap="exact" if args.exact_bootstrap else "one-step")
+    with pd.option_context("display.width", 200, "display.float_format", "{:.1f}".format):
+        print(res.ratings.to_string())
+    if len(res.style_coefficients):
+        print("\nstyle coefficients (logit per standard deviation of the normalised difference, output_2 − output_1):")
+        print(res.style_coefficients.round(4).to_string())
+    if args.out:
+        atomic_write_text(args.out, res.ratings.to_csv())
+        print(f"\nwrote {args.out}")
     return 0

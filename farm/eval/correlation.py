@@ -10,7 +10,11 @@ With 5–12 systems a Spearman of 0.9 can come from rankings that share little, 
   published CSV). A parametric bootstrap draws each win rate from Normal(win rate, SE), independently, and
   recomputes the correlation; the interval says how much the SEs alone could move it.
 
-Kendall's τ is τ-b (ties in either ranking handled as scipy does). Intervals are percentile intervals.
+Kendall's τ is τ-b (ties in either ranking handled as scipy does). Intervals are BCa (`farm.eval.stats.
+bca_interval`): bias-corrected, with the acceleration from a leave-one-instruction-out jackknife for
+`correlate_annotations` and without one (BC) for `correlate_tables`; a percentile interval with few systems can
+exclude its own estimate (a Spearman of 1.0 no resample exceeds), so where z₀ is infinite the interval is the
+percentile one widened to the estimate, and the `interval` column says which.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from farm.errors import FarmError
-from farm.eval.stats import bootstrap_counts, percentile_interval
+from farm.eval.frames import PreferenceMatrix, to_frame
+from farm.eval.stats import bca_interval, bootstrap_counts
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -63,12 +68,16 @@ def correlations(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _summary(point: dict[str, np.ndarray], boot: dict[str, np.ndarray], level: float, n_models: int,
-             how: str, n_boot: int) -> pd.DataFrame:
+             how: str, n_boot: int, jackknife: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     rows = []
     for name in ("spearman", "kendall", "pearson", "r2"):
-        lo, hi = percentile_interval(boot[name], level) if n_boot else (np.nan, np.nan)
+        if n_boot:
+            lo, hi, method = bca_interval(boot[name], float(point[name]), level,
+                                          None if jackknife is None else jackknife[name])
+        else:
+            lo, hi, method = np.nan, np.nan, "none"
         rows.append({"statistic": name, "value": float(point[name]), "ci_low": float(lo), "ci_high": float(hi),
-                     "n_models": n_models, "interval": how, "n_boot": n_boot})
+                     "n_models": n_models, "interval": f"{how}; {method}", "n_boot": n_boot})
     return pd.DataFrame(rows).set_index("statistic")
 
 
@@ -108,8 +117,6 @@ def correlate_annotations(a, b, *, n_boot: int = 2000, seed: int = 0, level: flo
     """Correlation of the win rates of two annotation sets (anything `farm.eval.to_frame` takes) on their common
     models and common instructions, with a bootstrap over instructions shared by all models and both sides.
     """
-    from farm.eval.winrate import PreferenceMatrix, to_frame
-
     fa, fb = to_frame(a), to_frame(b)
     models = sorted(set(fa["generator_2"]) & set(fb["generator_2"]))
     keys = sorted(set(zip(fa["instruction"], fa["input"])) & set(zip(fb["instruction"], fb["input"])))
@@ -125,4 +132,6 @@ def correlate_annotations(a, b, *, n_boot: int = 2000, seed: int = 0, level: flo
     w = bootstrap_counts(len(keys), n_boot, seed)
     with np.errstate(invalid="ignore", divide="ignore"):
         boot = correlations((w @ ma.S.T) / (w @ ma.C.T), (w @ mb.S.T) / (w @ mb.C.T))
-    return _summary(point, boot, level, len(models), "bootstrap over instructions", n_boot)
+        # jackknife: each instruction left out once, for BCa's acceleration
+        jack = correlations((ma.S.sum(1) - ma.S.T) / (ma.C.sum(1) - ma.C.T), (mb.S.sum(1) - mb.S.T) / (mb.C.sum(1) - mb.C.T))
+    return _summary(point, boot, level, len(models), "bootstrap over instructions", n_boot, jack)

@@ -1,201 +1,108 @@
-"""Length-controlled win rate: a logistic GLM on the length difference, in the spirit of AlpacaEval 2 LC.
+"""Length-controlled win rate as AlpacaEval 2 defines it (Dubois et al. 2024, `metrics/glm_winrate.py`).
 
-For model m against the baseline, on instruction i (Dubois et al. 2024, "Length-Controlled AlpacaEval"):
+Each model is fitted **on its own annotations against the baseline**, alone: its LC does not depend on which
+other models share the leaderboard. For model m on instruction i (AlpacaEval's formula
+`np.tanh(std_delta_len) + instruction_difficulty + not_gamed_baseline - 1`):
 
-    logit P(m better on i) = θ_m + β_m · tanh(Δ_i / σ_m) + γ_m · d_i,     β_m = β + δ_m
+    logit P(m better on i) = β · tanh(Δ_i / sd(Δ)) + γ · d_i + θ,        Δ_i = len(baseline) − len(model output)
 
-Δ_i = len(model output) − len(baseline output) in characters, σ_m the sample std of Δ over m's annotations,
-d_i an instruction difficulty. The LC win rate asks "what if the lengths were equal": Δ = 0, so
+sd(Δ) the sample std of Δ over the model's annotations, d_i the instruction's difficulty from a fixed reference
+fit (`farm.eval.lc_reference`, shipped in farm/eval/data/), θ the model's quality. LC asks "what if the lengths
+were equal": Δ = 0, so LC = 100 × mean_i σ(θ + γ d_i).
 
-    LC_m = 100 × mean_i σ(θ_m + γ_m · d_i)
+Fitted as AlpacaEval fits it:
+- L1 penalty on (β, γ, θ), no separate intercept; its C chosen from scikit-learn's grid (10 values, 1e-4 … 1e4)
+  by 5-fold cross-validated log-loss, then refitted on every row (`farm.eval.glm.l1_logistic_cv`);
+- the judge's p as a soft target (0.5 for a draw, 0.73 for a weighted judge);
+- regularisation toward the baseline: the rows of two "gamed baselines" (the baseline made longer and made
+  shorter) join every model's fit with weight 0.2 / 2 each and θ = 0 (they are the baseline's quality), which
+  pins the length slope β of a model whose own lengths barely vary.
 
-The fit maximises the log-likelihood with the judge's p as a soft target (a weighted judge's 0.73 is a target
-of 0.73, a draw is 0.5), as AlpacaEval does.
-
-Where ours departs from AlpacaEval's `metrics/glm_winrate.py` (see docs/evaluation.md for the measured effect):
-1. Instruction difficulty d_i: AlpacaEval downloads a fixed table fitted once on its whole leaderboard. We fit it
-   on the annotations at hand, jointly with every model's θ, β (logit = θ_m + β_m x + d_i, ridge on d) when at
-   least `min_models_for_difficulty` models share the instructions; otherwise the term is dropped. So a model's
-   LC depends a little on which other models are in the same leaderboard. A fixed table can be passed instead.
-2. No pooling with "gamed" baselines: AlpacaEval adds the annotations of a verbose and a concise version of the
-   baseline (weight 0.1 each, intercept fixed at 0), which pins the length slope. We have no such data in
-   general; instead each model's slope β_m is shrunk toward the slope β shared by all models in the leaderboard
-   (ridge `ridge_slope` on the deviation δ_m), so a model whose lengths barely vary (every output far shorter
-   than the baseline's) borrows the slope the others show instead of extrapolating its own.
-3. A fixed small L2 penalty instead of L1 with its strength chosen by 5-fold cross-validation; Newton's method
-   on all models at once instead of liblinear (no scikit-learn dependency).
-4. Δ is model − baseline (theirs is baseline − model): only the sign of β changes; LC is the same.
-5. The mean is over the model's annotated instructions with a valid preference.
+Where ours departs (docs/evaluation.md has the measured effect):
+1. AlpacaEval downloads `df_gamed.csv`: real annotations of verbose and concise rewrites of *its* baseline, and a
+   difficulty table fitted on its leaderboard. Neither exists for other baselines, and farm downloads nothing:
+   our reference stores a difficulty per instruction and the gamed baselines as two pseudo-rows per instruction
+   at tanh(std Δ) = ±x₀ whose targets are the reference fit's own prediction for a model of the baseline's quality
+   (θ = 0, γ = 1, β = the median slope of the reference models): `LCReference.gamed_rows`.
+2. Instructions are matched by text (instruction + input), not by row position; an instruction the reference
+   lacks gets d = 0. Without a matching reference (another baseline or instruction set) the difficulty term and
+   the gamed rows are dropped: AlpacaEval's `length_controlled_minimal` formula. Fit a reference for your own
+   set with `python -m farm.eval.lc_reference` (the one use of a joint fit over many models).
+3. Folds are round-robin over rows, not scikit-learn's GroupKFold order; the optimiser is exact (proximal Newton)
+   rather than liblinear stopped at 1e-4.
+4. `lc_standard_error` is the estimate's delta-method (sandwich) standard error; AlpacaEval's column of that name
+   is the spread of the predicted preferences over instructions (sem), not an uncertainty of the LC.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pandas as pd
 
+from farm.eval.frames import codes, key_strings, to_frame
+from farm.eval.glm import l1_logistic_cv, sigmoid
+from farm.eval.lc_reference import GAMED_WEIGHT, LCReference, find_reference, length_features
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return np.exp(-np.logaddexp(0.0, -z))
+LC_COLUMNS = ["length_controlled_winrate", "lc_standard_error", "lc_length_coef", "lc_difficulty_coef",
+              "lc_intercept", "lc_C", "lc_reference"]
 
 
-def fit_groups(y: np.ndarray, F: np.ndarray, group: np.ndarray, n_groups: int, ridge: Sequence[float], *,
-               offset: np.ndarray | float = 0.0, prior: np.ndarray | float = 0.0, w0: np.ndarray | None = None,
-               iters: int = 50, tol: float = 1e-10) -> np.ndarray:
-    """Soft-label logistic regressions, one per group, fitted together by Newton's method.
+def lc_one_model(rows: pd.DataFrame, reference: LCReference | None) -> dict[str, float]:
+    """LC of one model from its own annotations (`rows`: output_1 = baseline, output_2 = model, p_output_2;
+    invalid p allowed: they count in sd(Δ) and the LC mean, as in AlpacaEval, not in the fit)."""
+    x = length_features(rows["output_1"], rows["output_2"])
+    y_all = rows["p_output_2"].to_numpy(float)
+    d = np.zeros(len(rows)) if reference is None else reference.difficulty_of(key_strings(rows))
+    F_all = np.stack([x, d, np.ones(len(rows))], axis=1)  # (R, 3): length, difficulty, quality
+    ok = ~np.isnan(y_all)
+    F, y, weight = F_all[ok], y_all[ok], np.ones(int(ok.sum()))
+    if reference is not None:  # the gamed baselines first, as AlpacaEval concatenates them
+        Fg, yg = reference.gamed_rows()
+        F, y = np.vstack([Fg, F]), np.concatenate([yg, y])
+        weight = np.concatenate([np.full(len(yg), GAMED_WEIGHT / 2), weight])
+    if len(y) == 0:
+        return dict.fromkeys(LC_COLUMNS[:-1], np.nan)
+    w, C = l1_logistic_cv(F, y, weight)
+    beta, gamma, theta = w
+    lc = sigmoid(theta + gamma * d)  # (R,) each instruction at equal length
+    return {"length_controlled_winrate": 100 * float(lc.mean()),
+            "lc_standard_error": _standard_error(F, y, weight, w, F_all[:, 1], n_model=int(ok.sum())),
+            "lc_length_coef": float(beta), "lc_difficulty_coef": float(gamma), "lc_intercept": float(theta),
+            "lc_C": C}
 
-    For each group g: minimise Σ_{r in g} CE(y_r, σ(offset_r + F_r · w_g)) + ½ Σ_p ridge_p (w_gp − prior_gp)²
-    (CE with a soft target: −y log σ − (1 − y) log(1 − σ)). Shapes: y (R,), F (R, P), group (R,) ints in
-    [0, n_groups); returns w (n_groups, P). Each step solves the (n_groups, P, P) Newton systems at once; a step
-    longer than 4 is shortened (Newton can overshoot when a group's outcomes are nearly all 0 or all 1).
 
-    >>> y = np.array([1.0, 0.0, 1.0, 1.0])  # mean 0.75 → intercept logit(0.75) = log 3 with (almost) no ridge
-    >>> w = fit_groups(y, np.ones((4, 1)), np.zeros(4, int), 1, ridge=[1e-12])
-    >>> round(float(w[0, 0]), 4), round(float(np.log(3)), 4)
-    (1.0986, 1.0986)
+def _standard_error(F: np.ndarray, y: np.ndarray, weight: np.ndarray, w: np.ndarray, d: np.ndarray,
+                    n_model: int) -> float:
+    """Delta-method SE (×100) of LC = mean σ(θ + γ d) with a sandwich covariance of (β, γ, θ): H = the
+    objective's curvature over all rows (the gamed rows included), B = the spread of the model's own rows'
+    scores (the gamed rows are fixed, not sampled); Cov = H⁻¹ B H⁻¹. The L1 penalty is left out of H (it has
+    no curvature), so a coefficient that L1 set to 0 still counts as uncertain: a slight over-estimate."""
+    s = sigmoid(F @ w)
+    H = (F * (weight * s * (1 - s))[:, None]).T @ F
+    own = slice(len(y) - n_model, len(y))
+    score = F[own] * (s[own] - y[own])[:, None]  # (n, 3)
+    cov = np.linalg.pinv(H) @ (score.T @ score) @ np.linalg.pinv(H)
+    s0 = sigmoid(w[2] + w[1] * d)
+    g = np.array([0.0, np.mean(s0 * (1 - s0) * d), np.mean(s0 * (1 - s0))])  # ∂LC/∂(β, γ, θ)
+    return 100 * float(np.sqrt(max(g @ cov @ g, 0.0)))
+
+
+def length_controlled_winrates(frame, reference: LCReference | str | None = "auto") -> pd.DataFrame:
+    """One row per model (generator_2): `length_controlled_winrate` (×100), `lc_standard_error`, the fitted
+    `lc_length_coef` (β; < 0: the judge rewards this model's extra length, AlpacaEval's sign),
+    `lc_difficulty_coef` (γ), `lc_intercept` (θ), the chosen `lc_C` and the `lc_reference` used.
+
+    `reference`: "auto" (the shipped reference fitted against this baseline on these instructions, if any:
+    `farm.eval.lc_reference.find_reference`), a reference file path or name, an `LCReference`, or None
+    (no difficulty term, no gamed rows). Every model is fitted alone, so a model's row is the same whatever
+    other models are in `frame`.
     """
-    R, P = F.shape
-    ridge = np.asarray(ridge, dtype=float)
-    w = np.zeros((n_groups, P)) if w0 is None else np.array(w0, dtype=float)
-    outer = (F[:, :, None] * F[:, None, :]).reshape(R, P * P)
-
-    def per_group(values: np.ndarray) -> np.ndarray:  # (R, Q) → (n_groups, Q) sums
-        return np.stack([np.bincount(group, weights=values[:, q], minlength=n_groups)
-                         for q in range(values.shape[1])], axis=1)
-
-    for _ in range(iters):
-        s = _sigmoid(offset + np.einsum("rp,rp->r", F, w[group]))
-        grad = per_group((s - y)[:, None] * F) + ridge * (w - prior)  # (G, P)
-        hess = per_group((s * (1 - s))[:, None] * outer).reshape(n_groups, P, P) + np.diag(ridge)
-        step = np.linalg.solve(hess, grad[..., None])[..., 0]
-        step *= np.minimum(1.0, 4.0 / np.maximum(np.linalg.norm(step, axis=1, keepdims=True), 1e-300))
-        w -= step
-        if np.abs(step).max() < tol:
-            break
-    return w
-
-
-def _design(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[tuple[str, str]]]:
-    """Valid rows with model index m, instruction index k, target y and x = tanh(Δ/σ_m)."""
-    from farm.eval.winrate import KEY_SEP, _codes, _key_strings
-
-    df = frame.loc[frame["p_output_2"].notna(), ["generator_2", "instruction", "input", "output_1", "output_2",
-                                                  "p_output_2"]]
-    m, models = _codes(df["generator_2"], None)
-    k, key_strings = _codes(_key_strings(df), None)
-    delta = (df["output_2"].str.len() - df["output_1"].str.len()).to_numpy(float)
-    n = np.bincount(m, minlength=len(models)).astype(float)
-    mean = np.bincount(m, weights=delta, minlength=len(models)) / np.maximum(n, 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sd = np.sqrt(np.bincount(m, weights=(delta - mean[m]) ** 2, minlength=len(models)) / (n - 1))  # ddof 1
-    sd_row = sd[m]
-    x = np.tanh(np.divide(delta, sd_row, out=np.zeros_like(delta), where=np.isfinite(sd_row) & (sd_row > 0)))
-    out = pd.DataFrame({"m": m, "k": k, "x": x, "p_output_2": df["p_output_2"].to_numpy(float)})
-    return out, models, [tuple(s.split(KEY_SEP, 1)) for s in key_strings]
-
-
-def instruction_difficulty(frame: pd.DataFrame, ridge: float = 0.2, ridge_model: float = 1e-3,
-                           max_rounds: int = 500, tol: float = 1e-7) -> pd.Series:
-    """d_i fitted jointly with each model's intercept and length slope: logit p = θ_m + β_m x + d_i, ridge on d,
-    d centred (a constant shift of d is absorbed by the θ's, and by the LC fit's intercepts).
-
-    Block coordinate descent: Newton on every model's (θ, β) given d, then on every d_i given the models,
-    until neither moves. Returns a Series indexed by (instruction, input); positive = the models do better
-    than usual there (an easy instruction for the models, a hard one for the baseline).
-    """
-    df, models, keys = _design(frame)
-    y, m, k, x = (df[c].to_numpy() for c in ("p_output_2", "m", "k", "x"))
-    F_model, F_instr = np.stack([np.ones_like(x), x], axis=1), np.ones((len(x), 1))
-    w, d = np.zeros((len(models), 2)), np.zeros(len(keys))
-    for _ in range(max_rounds):
-        w_new = fit_groups(y, F_model, m, len(models), [ridge_model] * 2, offset=d[k], w0=w, iters=3)
-        base = w_new[m, 0] + w_new[m, 1] * x
-        d_new = fit_groups(y, F_instr, k, len(keys), [ridge], offset=base, w0=d[:, None], iters=3)[:, 0]
-        d_new -= d_new.mean()
-        moved = max(np.abs(w_new - w).max(), np.abs(d_new - d).max())
-        w, d = w_new, d_new
-        if moved < tol:
-            break
-    return pd.Series(d, index=pd.MultiIndex.from_tuples(keys, names=["instruction", "input"]),
-                     name="instruction_difficulty")
-
-
-def length_controlled_winrates(frame: pd.DataFrame, difficulty: pd.Series | str | None = "auto",
-                               ridge: float = 1e-3, ridge_slope: float = 10.0,
-                               min_models_for_difficulty: int = 3, max_rounds: int = 500,
-                               tol: float = 1e-7) -> pd.DataFrame:
-    """One row per model: `length_controlled_winrate` (×100), its delta-method `lc_standard_error`, and the
-    fitted `lc_intercept`, `lc_length_coef` (β_m: > 0 means the judge rewards this model's extra length) and
-    `lc_difficulty_coef` (γ).
-
-    `difficulty`: "auto" (fit on these annotations when ≥ `min_models_for_difficulty` models), None (no
-    difficulty term), or a Series indexed by (instruction, input) such as `instruction_difficulty(...)` of a
-    bigger leaderboard (instructions it lacks get 0).
-    """
-    from farm.eval.winrate import to_frame
-
     frame = to_frame(frame)
-    df, models, keys = _design(frame)
-    if not models:
-        return pd.DataFrame(columns=["length_controlled_winrate", "lc_standard_error", "lc_intercept",
-                                     "lc_length_coef", "lc_difficulty_coef"], dtype=float)
-    if isinstance(difficulty, str):
-        if difficulty != "auto":
-            raise ValueError(f"difficulty must be 'auto', None or a Series, got {difficulty!r}")
-        difficulty = instruction_difficulty(frame) if len(models) >= min_models_for_difficulty else None
-    if difficulty is None:
-        d = np.zeros(len(keys))
-    else:
-        d = pd.Series(difficulty).reindex(pd.MultiIndex.from_tuples(keys)).fillna(0.0).to_numpy(float)
-    dk = d[df["k"].to_numpy()]
-    y, m, x, n = df["p_output_2"].to_numpy(), df["m"].to_numpy(), df["x"].to_numpy(), len(models)
-    F = np.stack([np.ones_like(x), x, dk], axis=1)  # (R, 3): intercept, length, difficulty
-    # β_m = β + δ_m, ridge `ridge_slope` on δ_m and `ridge` on β: alternate the models' fits given β with the
-    # exact β given the models (β = ridge_slope Σ β_m / (ridge_slope M + ridge))
-    w, shared = np.zeros((n, 3)), 0.0
-    for _ in range(max_rounds):
-        w_new = fit_groups(y, F, m, n, [ridge, ridge_slope, ridge], prior=np.array([0.0, shared, 0.0]), w0=w,
-                           iters=3)
-        shared_new = ridge_slope * w_new[:, 1].sum() / (ridge_slope * n + ridge)
-        moved = max(np.abs(w_new - w).max(), abs(shared_new - shared))
-        w, shared = w_new, shared_new
-        if moved < tol:
-            break
-    theta, beta, gamma = w[:, 0], w[:, 1], w[:, 2]
-    # Δ = 0: the win rate each model would have if its outputs were as long as the baseline's
-    lc = pd.Series(_sigmoid(theta[m] + gamma[m] * dk)).groupby(m).mean().to_numpy() * 100
-    se = _lc_standard_errors(df["p_output_2"].to_numpy(), m, x, dk, theta, beta, gamma,
-                             np.array([ridge, ridge_slope, ridge]))
-    return pd.DataFrame({"length_controlled_winrate": lc, "lc_standard_error": se, "lc_intercept": theta,
-                         "lc_length_coef": beta, "lc_difficulty_coef": gamma}, index=pd.Index(models))
-
-
-def _lc_standard_errors(y: np.ndarray, m: np.ndarray, x: np.ndarray, d: np.ndarray, theta: np.ndarray,
-                        beta: np.ndarray, gamma: np.ndarray, ridge: np.ndarray) -> np.ndarray:
-    """Delta-method SE (×100) of each model's LC win rate, with a sandwich covariance of its (θ, β, γ).
-
-    Per model: features F = [1, x, d] (R, 3); H = Σ s(1−s) F Fᵀ + diag(ridge) (the penalised Fisher
-    information), B = Σ (s − y)² F Fᵀ (the scores' spread, right for soft targets), Cov = H⁻¹ B H⁻¹;
-    LC = mean σ(θ + γ d) has gradient g = mean σ'(θ + γ d) · [1, 0, d], so SE = √(gᵀ Cov g). The difficulty
-    estimate and the slope shared between models are taken as fixed, so this is a slight under-estimate.
-    """
-    n = len(theta)
-    F = np.stack([np.ones_like(x), x, d], axis=1)  # (R, 3)
-    s = _sigmoid(theta[m] + beta[m] * x + gamma[m] * d)
-    outer = F[:, :, None] * F[:, None, :]  # (R, 3, 3)
-
-    def per_model(w: np.ndarray) -> np.ndarray:  # Σ_r w_r F_r F_rᵀ for each model → (M, 3, 3)
-        flat = outer.reshape(len(x), 9) * w[:, None]
-        return np.stack([np.bincount(m, weights=flat[:, j], minlength=n) for j in range(9)], 1).reshape(n, 3, 3)
-
-    H = per_model(s * (1 - s)) + np.diag(ridge)
-    B = per_model((s - y) ** 2)
-    Hinv = np.linalg.pinv(H)
-    cov = Hinv @ B @ Hinv
-    s0 = _sigmoid(theta[m] + gamma[m] * d)
-    slope = s0 * (1 - s0)
-    count = np.bincount(m, minlength=n)
-    g = np.stack([np.bincount(m, weights=slope, minlength=n), np.zeros(n),
-                  np.bincount(m, weights=slope * d, minlength=n)], 1) / np.maximum(count, 1)[:, None]  # (M, 3)
-    return np.sqrt(np.einsum("mi,mij,mj->m", g, cov, g)) * 100
+    m, models = codes(frame["generator_2"], None)
+    if isinstance(reference, str):
+        reference = find_reference(frame, reference)
+    rows = []
+    for i in range(len(models)):
+        own = frame.iloc[np.flatnonzero(m == i)]
+        rows.append({**lc_one_model(own, reference), "lc_reference": reference.name if reference else "none"})
+    return pd.DataFrame(rows, index=pd.Index(models), columns=LC_COLUMNS)

@@ -22,163 +22,38 @@ Input is anything `to_frame` takes: annotation files (ours with `p_output_2`, or
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from farm.errors import FarmError
-from farm.eval.stats import bootstrap_counts, percentile_interval
-from farm.types import Annotation, from_alpaca_eval
+from farm.eval.frames import (
+    FRAME_COLUMNS,
+    KEY_SEP,
+    PreferenceMatrix,
+    Source,
+    codes,
+    file_stem,
+    input_notes,
+    key_strings,
+    to_frame,
+)
+from farm.eval.stats import percentile_interval
 
-FRAME_COLUMNS = ["instruction", "input", "output_1", "output_2", "generator_1", "generator_2", "p_output_2"]
 LEADERBOARD_COLUMNS = ["win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total",
                        "discrete_win_rate", "avg_length", "n_invalid", "win_rate_ci_low", "win_rate_ci_high"]
-
-Source = pd.DataFrame | Sequence[Annotation] | str | os.PathLike | Sequence[str | os.PathLike]
-
-
-# ----- one frame, one row per annotation -----
-
-def to_frame(source: Source) -> pd.DataFrame:
-    """Annotations as a DataFrame with `FRAME_COLUMNS` (+ any other fields), p_output_2 = P(output_2 better)
-    as float with NaN for invalid.
-
-    Accepts a path or list of paths (read with `farm.io.read_annotations`, so our files and AlpacaEval's), a
-    list of `Annotation`, or a DataFrame holding `p_output_2` (our scale) or AlpacaEval's `preference` code.
-    A missing `generator_2` is filled with the file's stem, so one file = one model works for any file.
-    """
-    if isinstance(source, pd.DataFrame):
-        return _normalise(source.copy(), where="<DataFrame>")
-    if isinstance(source, (str, os.PathLike)):
-        source = [source]
-    items = list(source)
-    if not items:
-        raise FarmError("no annotations given")
-    if all(isinstance(a, Annotation) for a in items):
-        from farm.io import annotations_to_frame
-
-        return _normalise(annotations_to_frame(items), where="<annotations>")
-    if all(isinstance(a, (str, os.PathLike)) for a in items):
-        from farm.io import annotations_to_frame, read_annotations
-
-        frames = []
-        for path in items:
-            df = annotations_to_frame(read_annotations(path))
-            if df.empty:
-                raise FarmError("no annotations in file", file=path)
-            df["generator_2"] = df["generator_2"].replace("", file_stem(path))
-            frames.append(df)
-        return _normalise(pd.concat(frames, ignore_index=True), where=str(items[0]))
-    raise FarmError("expected annotation file paths, Annotation objects or a DataFrame",
-                    hint=f"got a list of {type(items[0]).__name__}")
-
-
-def file_stem(path: str | os.PathLike) -> str:
-    """A file's name without .gz/.json/.jsonl: "results/gpt-3.5-turbo.json.gz" → "gpt-3.5-turbo".
-
-    >>> file_stem("results/gpt-3.5-turbo.json.gz"), file_stem("a.b.jsonl")
-    ('gpt-3.5-turbo', 'a.b')
-    """
-    name = Path(path).name
-    for suffix in (".gz", ".json", ".jsonl"):
-        name = name.removesuffix(suffix)
-    return name
-
-
-def _normalise(df: pd.DataFrame, where: str) -> pd.DataFrame:
-    if "p_output_2" not in df.columns:
-        if "preference" not in df.columns:
-            raise FarmError("annotations need 'p_output_2' (P(output_2 better)) or AlpacaEval 'preference'",
-                            file=where, field="preference")
-        df["p_output_2"] = _from_alpaca_eval_column(df["preference"], where)
-    df["p_output_2"] = pd.to_numeric(df["p_output_2"], errors="coerce").astype(float)
-    bad = df["p_output_2"].notna() & ~df["p_output_2"].between(0.0, 1.0)
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise FarmError(f"preference must be in [0, 1], got {df['p_output_2'].iloc[i]}", file=where, line=i + 1,
-                        field="p_output_2")
-    for col in ("instruction", "output_2"):
-        if col not in df.columns:
-            raise FarmError("missing column", file=where, field=col)
-    for col in ("input", "output_1", "generator_1", "generator_2"):
-        if col not in df.columns:
-            df[col] = ""
-    for col in ("instruction", "input", "output_1", "output_2", "generator_1", "generator_2"):
-        df[col] = df[col].fillna("").astype(str)
-    return df
-
-
-def _from_alpaca_eval_column(values: pd.Series, where: str) -> np.ndarray:
-    """`farm.types.from_alpaca_eval` on a whole column: vectorised when every value is a plain number in
-    AlpacaEval's range, else value by value (which names the bad one)."""
-    v = pd.to_numeric(values, errors="coerce").to_numpy(float)
-    plain = values.isna().to_numpy() | ~np.isnan(v)
-    if plain.all() and bool(np.all(np.isnan(v) | (v == 0) | ((v >= 1) & (v <= 2)))):
-        return np.where(v == 0, 0.5, v - 1.0)
-    try:
-        return np.array([np.nan if (p := from_alpaca_eval(x)) is None else p for x in values.tolist()], float)
-    except ValueError as e:
-        raise FarmError(str(e), file=where, field="preference") from None
-
-
-# ----- integer codes: every per-model / per-instruction sum below is a bincount over these -----
-
-KEY_SEP = "\x1f"  # ASCII unit separator; not NUL: pandas' python-backed strings (no pyarrow) drop a NUL
-
-
-def _key_strings(frame: pd.DataFrame) -> pd.Series:
-    return frame["instruction"] + KEY_SEP + frame["input"]  # one vectorised string per (instruction, input)
-
-
-def _codes(values: pd.Series, universe: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
-    """Index of each value in `universe` (sorted uniques when None); -1 where absent."""
-    if universe is None:
-        codes, uniques = pd.factorize(values, sort=True)
-        return codes, [str(u) for u in uniques]
-    return pd.Index(list(universe)).get_indexer(values), list(universe)
-
-
-# ----- the model × instruction matrix every resampling uses -----
-
-@dataclass
-class PreferenceMatrix:
-    """Per (model, instruction) sums and counts of valid p; instructions sorted so resamples do not depend on
-    file order. Duplicated annotations of one pair (several judges, several samples) add up in S and C."""
-
-    models: list[str]
-    keys: list[tuple[str, str]]  # (instruction, input)
-    S: np.ndarray  # (M, N) sum of p
-    C: np.ndarray  # (M, N) number of valid p
-
-    @classmethod
-    def from_frame(cls, df: pd.DataFrame, models: Sequence[str] | None = None,
-                   keys: Sequence[tuple[str, str]] | None = None) -> PreferenceMatrix:
-        mi, models = _codes(df["generator_2"], models)
-        ki, key_strings = _codes(_key_strings(df), None if keys is None else [KEY_SEP.join(k) for k in keys])
-        p = df["p_output_2"].to_numpy(float)
-        ok = (mi >= 0) & (ki >= 0) & ~np.isnan(p)
-        flat = mi[ok] * len(key_strings) + ki[ok]
-        size = len(models) * len(key_strings)
-        S = np.bincount(flat, weights=p[ok], minlength=size).reshape(len(models), -1)
-        C = np.bincount(flat, minlength=size).astype(float).reshape(len(models), -1)
-        keys = list(keys) if keys is not None else [tuple(k.split(KEY_SEP, 1)) for k in key_strings]
-        return cls(models, keys, S, C)
-
-    def bootstrap_win_rates(self, n_boot: int, seed: int) -> np.ndarray:
-        """(B, M) win rates (×100) under `n_boot` resamples of the instructions, shared by all models."""
-        w = bootstrap_counts(len(self.keys), n_boot, seed)  # (B, N)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (w @ self.S.T) / (w @ self.C.T) * 100  # (B, M)
+__all__ = ["FRAME_COLUMNS", "KEY_SEP", "LEADERBOARD_COLUMNS", "PreferenceMatrix", "Source", "average_lengths",
+           "compare_models", "file_stem", "format_table", "input_notes", "leaderboard", "read_leaderboard_csv",
+           "to_frame", "winrate_stats"]
 
 
 # ----- the leaderboard -----
 
 def winrate_stats(frame: pd.DataFrame) -> pd.DataFrame:
     """AlpacaEval's head-to-head figures per model, computed on every valid row (duplicates count, as there)."""
-    m, models = _codes(frame["generator_2"], None)
+    m, models = codes(frame["generator_2"], None)
     p = frame["p_output_2"].to_numpy(float)
     valid = ~np.isnan(p)
     m_valid, p_valid = m[valid], p[valid]
@@ -207,8 +82,8 @@ def winrate_stats(frame: pd.DataFrame) -> pd.DataFrame:
 def average_lengths(frame: pd.DataFrame) -> pd.Series:
     """int(mean characters of each model's outputs), one output per (instruction, input) as AlpacaEval counts
     them from model_outputs.json (annotations of the same output by several judges count once)."""
-    m, models = _codes(frame["generator_2"], None)
-    k, _ = _codes(_key_strings(frame), None)
+    m, models = codes(frame["generator_2"], None)
+    k, _ = codes(key_strings(frame), None)
     o, _ = pd.factorize(frame["output_2"])
     ident = np.stack([m, k, o], axis=1)
     _, first = np.unique(ident, axis=0, return_index=True)  # one row per distinct (model, instruction, output)
@@ -219,14 +94,16 @@ def average_lengths(frame: pd.DataFrame) -> pd.Series:
 
 
 def leaderboard(source: Source, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95, lc: bool = False,
-                sort_by: str | None = "win_rate", baseline: str | None = None) -> pd.DataFrame:
+                sort_by: str | None = "win_rate", baseline: str | None = None, name_from: str = "generator",
+                merge: bool = False, lc_reference: str | object | None = "auto") -> pd.DataFrame:
     """One row per model (`generator_2`): AlpacaEval's columns, bootstrap interval, optional LC win rate.
 
     `n_boot=0` skips the bootstrap (the interval columns are NaN). `baseline` keeps only annotations whose
     `generator_1` is that model (several baselines in one frame are an error: their win rates do not compare).
-    `sort_by` is a column to sort descending (None keeps model-name order).
+    `sort_by` is a column to sort descending (None keeps model-name order). `name_from`, `merge`: how files
+    name their rows (`farm.eval.frames`). `lc_reference`: which reference LC uses (`farm.eval.lc`).
     """
-    frame = to_frame(source)
+    frame = to_frame(source, name_from=name_from, merge=merge)
     if baseline is not None:
         frame = frame[frame["generator_1"] == baseline]
         if frame.empty:
@@ -248,7 +125,7 @@ def leaderboard(source: Source, *, n_boot: int = 1000, seed: int = 0, level: flo
     if lc:
         from farm.eval.lc import length_controlled_winrates
 
-        out = out.join(length_controlled_winrates(frame))
+        out = out.join(length_controlled_winrates(frame, lc_reference))
     out.index.name = None
     if sort_by is not None:
         if sort_by not in out.columns:
@@ -276,7 +153,8 @@ def format_table(lb: pd.DataFrame, columns: Iterable[str] | None = None) -> str:
     """A fixed-width text table for the terminal."""
     cols = list(columns) if columns is not None else [c for c in (
         "win_rate", "standard_error", "win_rate_ci_low", "win_rate_ci_high", "length_controlled_winrate",
-        "lc_standard_error", "n_wins", "n_wins_base", "n_draws", "n_total", "avg_length") if c in lb.columns]
+        "lc_standard_error", "n_wins", "n_wins_base", "n_draws", "n_total", "n_invalid", "avg_length",
+        "rating", "rating_ci_low", "rating_ci_high") if c in lb.columns]
     shown = lb[cols].copy()
     for c in cols:
         if pd.api.types.is_float_dtype(shown[c]):
