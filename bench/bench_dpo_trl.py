@@ -25,7 +25,7 @@ import torch
 
 from farm.io import atomic_write_text
 from farm.methods import dpo
-from farm.methods.common import TrainConfig
+from farm.methods.loop import TrainConfig
 from farm.models.generation import format_prompt
 from farm.models.loading import load_causal_lm
 from farm.models.tiny import TinySpec, build_tiny

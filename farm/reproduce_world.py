@@ -42,7 +42,7 @@ def study_world_noise(data=None, *, run: str | Path | None = None, flips: Sequen
     from farm.annotators.noise import chain, flip
     from farm.io import read_pairs, read_records, write_annotations
     from farm.methods import reward
-    from farm.methods.common import RewardModelScorer
+    from farm.methods.scorers import RewardModelScorer
     from farm.run import _gold_win_rate
     from farm.worlds.tasks import build
 
