@@ -214,6 +214,11 @@ class CompareRun:
     def p(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
 
+    def run_level(self) -> dict[str, Any]:
+        """The settings every method takes from the run (placed into each Config by `methods.compare_settings`)."""
+        return {"seed": self.cfg.seed, "device": self.cfg.policy.device, "progress": self.progress,
+                "prompt_style": self.cfg.policy.style, "max_new_tokens": self.cfg.policy.max_new_tokens}
+
     def method_config(self, module, overrides: dict, base: dict, key: str):
         """module.Config from the run's defaults (`base`) and the user's overrides (errors name `key.field`)."""
         from farm.config import deep_merge
@@ -242,7 +247,7 @@ class CompareRun:
     def stage_init_model(self) -> dict:
         if self.cfg.policy.path:
             return {"model": self.cfg.policy.path}
-        from farm.methods.common import prompt_text
+        from farm.methods.data import prompt_text
         from farm.models.tiny import build_tiny
 
         recs = read_records(self.p("data", "sft.json"))
@@ -251,12 +256,10 @@ class CompareRun:
         return {"model": str(path)}
 
     def stage_sft(self, init: str) -> dict:
-        from farm.methods import sft
+        from farm.methods import compare_settings, sft
 
-        base = {"policy": init, "data": str(self.p("data", "sft.json")), "output_dir": str(self.p("models", "sft")),
-                "style": self.cfg.policy.style, "max_len": 160,
-                "train": {"lr": 3e-3, "epochs": 4.0, "per_device_batch_size": 32, "seed": self.cfg.seed,
-                          "device": self.cfg.policy.device, "progress": self.progress, "schedule": "cosine"}}
+        base = compare_settings(sft.Config, {"policy": init, "data": str(self.p("data", "sft.json")),
+                                             "output_dir": str(self.p("models", "sft")), **self.run_level()})
         cfg = self.method_config(sft, self.cfg.sft, base, "sft")
         res = sft.run(cfg)
         return {"model": str(Path(cfg.output_dir) / "model"), **_scalars(res)}
@@ -268,7 +271,7 @@ class CompareRun:
 
     def sample(self, model_path: str, records: list[dict], *, n: int = 1, temperature: float, seed: int) -> list[str]:
         """n responses per record (record-major), from the model at `model_path`."""
-        from farm.methods.common import prompt_text
+        from farm.methods.data import prompt_text
         from farm.models.generation import generate
 
         model, tok = self.load_policy(model_path)
@@ -299,12 +302,10 @@ class CompareRun:
                 "p_output_2_mean": sum(valid) / max(len(valid), 1)}
 
     def stage_reward(self, sft_model: str) -> dict:
-        from farm.methods import reward
+        from farm.methods import compare_settings, reward
 
-        base = {"policy": sft_model, "data": str(self.p("data", "preferences.jsonl")),
-                "output_dir": str(self.p("models", "reward")), "style": self.cfg.policy.style, "max_len": 160,
-                "train": {"lr": 1e-3, "epochs": 3.0, "per_device_batch_size": 32, "seed": self.cfg.seed,
-                          "device": self.cfg.policy.device, "progress": self.progress, "schedule": "cosine"}}
+        base = compare_settings(reward.Config, {"policy": sft_model, "data": str(self.p("data", "preferences.jsonl")),
+                                                "output_dir": str(self.p("models", "reward")), **self.run_level()})
         cfg = self.method_config(reward, self.cfg.reward, base, "reward")
         res = reward.run(cfg)
         return {"model": str(Path(cfg.output_dir) / "model"), **_scalars(res),
@@ -330,7 +331,7 @@ class CompareRun:
             cands = read_records(path)
             if len(cands) == n * len(recs):
                 return recs, cands, n
-        from farm.methods.common import RewardModelScorer
+        from farm.methods.scorers import RewardModelScorer
 
         texts = self.sample(sft_model, recs, n=n, temperature=self.cfg.policy.sample_temperature,
                             seed=self.cfg.seed + 3)
@@ -342,7 +343,7 @@ class CompareRun:
 
     def stage_best_of_n(self, sft_model: str, rm: str) -> dict:
         """The reward model's best of n candidates."""
-        from farm.methods.best_of_n import pick_best
+        from farm.methods.scorers import pick_best
 
         recs, cands, n = self.bon_candidates(sft_model, rm)
         best = pick_best([c["proxy_reward"] for c in cands], n)
@@ -351,7 +352,7 @@ class CompareRun:
     def judge_knockout(self, recs: list[dict], cands: list[dict], n: int, k: int) -> list[str]:
         """Winner of a knockout among each prompt's first k candidates, judged by the training pool (the same
         simulated annotators whose labels train the reward model), cached in the run's cache.sqlite."""
-        from farm.methods.best_of_n import knockout
+        from farm.methods.scorers import knockout
 
         groups = [[c["output"] for c in cands[i * n:i * n + k]] for i in range(len(recs))]
         if k == 1:
@@ -374,29 +375,16 @@ class CompareRun:
         return name, None
 
     def stage_method(self, name: str, sft_model: str, rm: str) -> dict:
-        from farm.methods import load_method
+        from farm.methods import compare_settings, load_method, training_annotator
 
         method, variant = self.method_of(name)
         module = load_method(method)
-        files = {"policy": sft_model, "reward_model": rm, "output_dir": str(self.p("models", name)),
-                 "prompts": str(self.p("data", "unlabeled.json")),
-                 "preferences": str(self.p("data", "preferences.jsonl")),
-                 "eval_prompts": str(self.p("data", "eval.json"))}
-        fields = {f.name for f in dataclasses.fields(module.Config)}
-        base = {k: v for k, v in files.items() if k in fields}
-        if "judge" in fields:
-            base["judge"] = self.cfg.train_pool  # methods that ask a judge as they train ask the training pool
-        base.update({k: v for k, v in METHOD_DEFAULTS.get(method, {}).items() if k in fields})
-        for key, value in (("seed", self.cfg.seed), ("device", self.cfg.policy.device), ("progress", self.progress)):
-            if key in fields:
-                base[key] = value
-        for key, value in (("style", self.cfg.policy.style), ("prompt_style", self.cfg.policy.style),
-                           ("max_new_tokens", self.cfg.policy.max_new_tokens)):
-            if key in fields:
-                base[key] = value
-        if "train" in fields:
-            base["train"] = {**METHOD_DEFAULTS.get(method, {}).get("train", {}), "seed": self.cfg.seed,
-                             "device": self.cfg.policy.device, "progress": self.progress}
+        # run-level values only (the method's own Config holds its defaults); a method that asks a judge as it
+        # trains (online DPO) asks the training pool
+        base = compare_settings(module.Config, {
+            "policy": sft_model, "reward_model": rm, "output_dir": str(self.p("models", name)),
+            "prompts": str(self.p("data", "unlabeled.json")), "preferences": str(self.p("data", "preferences.jsonl")),
+            "eval_prompts": str(self.p("data", "eval.json")), "judge": self.cfg.train_pool, **self.run_level()})
         if variant is not None:
             overrides = variant
         elif name in ("expert_iteration", "ppo", "dpo", "rloo"):
@@ -405,7 +393,7 @@ class CompareRun:
             overrides = self.cfg.extra_methods.get(name, {})
         cfg = self.method_config(module, overrides, base, name)
         # an annotator in the loop (a judge's reward, online DPO's labels): the run's own judges by name
-        judge = getattr(cfg, "reward_judge", "") or getattr(cfg, "judge", "")
+        judge = training_annotator(cfg)
         res = module.run(cfg, annotator=self.annotator(judge)) if judge else module.run(cfg)
         model_dir = Path(cfg.output_dir) / "model"
         out: dict[str, Any] = {"model": str(model_dir), **_scalars(res)}
@@ -506,7 +494,7 @@ class CompareRun:
         ckpts = sorted(self.p("models", "ppo", "checkpoints").glob("step_*"), key=lambda p: int(p.name[5:])) \
             if self.p("models", "ppo", "checkpoints").exists() else []
         if ckpts:
-            from farm.methods.common import RewardModelScorer
+            from farm.methods.scorers import RewardModelScorer
 
             scorer = RewardModelScorer(rm, style=self.cfg.policy.style, device=self.cfg.policy.device)
             kl_by_step = {}
@@ -587,21 +575,6 @@ class CompareRun:
         self.log(f"done in {time.time() - t0:.0f} s (stage times in {self.dir / 'stages.json'})")
         self.log(self.p("report.md").read_text().split("## Leaderboard", 1)[-1].split("## Files", 1)[0])
         return s.done
-
-
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    # tiny-model defaults that fit the CPU budget; every key can be overridden from the config
-    "expert_iteration": {"rounds": 1, "n": 8, "prompts_per_round": 400, "temperature": 1.0, "max_len": 160,
-                         "train": {"lr": 1e-3, "epochs": 2.0, "per_device_batch_size": 32}},
-    # learning rates: the largest that do not lower gold quality when the reward IS gold (docs/compare.md)
-    "ppo": {"steps": 40, "rollout_batch_size": 32, "minibatch_size": 16, "micro_batch_size": 16, "epochs": 2,
-            "lr": 1e-4, "value_lr": 1e-3, "kl_coef": 0.05, "save_every": 10},
-    "dpo": {"beta": 0.1, "train": {"lr": 1e-4, "epochs": 2.0, "per_device_batch_size": 32}},
-    "rloo": {"steps": 30, "prompts_per_step": 8, "k": 4, "lr": 3e-4},
-    "online_dpo": {"rounds": 20, "prompts_per_round": 256, "k": 4, "temperature": 0.7,
-                   "train": {"lr": 1e-4, "epochs": 1.0, "schedule": "constant", "warmup_ratio": 0.0,
-                             "per_device_batch_size": 32}},
-}
 
 
 def _gold_wins(quality, records: list[dict], baseline: list[dict], texts: list[str]) -> list[float]:
