@@ -53,8 +53,11 @@ def missing(text: str) -> list[str]:
         mod = module_of(stem)
         if mod is None:
             bad.append(f"{stem}.py (no such file)")
-        elif not hasattr(importlib.import_module(mod), name) and name not in config_block_fields(stem):
-            bad.append(f"{stem}.{name}")
+        elif not hasattr(importlib.import_module(mod), name):
+            if name not in config_block_fields(stem):
+                bad.append(f"{stem}.{name}")
+        elif getattr(getattr(importlib.import_module(mod), name), "__module__", mod) != mod:  # imported, not defined
+            bad.append(f"{stem}.{name} (defined in {getattr(importlib.import_module(mod), name).__module__})")
     return bad
 
 

@@ -7,7 +7,7 @@ docs/methods/online_dpo.md.
 One round:
 1. k responses per prompt from the current policy at `temperature` (temperature only; no top-k/top-p);
 2. the judge (any annotator: an LLM judge folder, a pool, a simulated judge) runs a knockout for the best response
-   and a reversed knockout for the worst (`best_of_n.knockout(pick=...)`; both share their first-round matches);
+   and a reversed knockout for the worst (`scorers.knockout(pick=...)`; both share their first-round matches);
 3. (best, worst) is a DPO pair (dropped when the two texts are equal);
 4. one pass of the DPO loss (`dpo.LOSSES[loss]` + `nll_weight` × NLL of chosen) over the round's pairs, with the
    frozen reference = the starting policy (log-probs precomputed per round), through the floor's
