@@ -25,9 +25,9 @@ import torch
 
 from farm.io import atomic_write_text
 from farm.methods.best_of_n import best_of_n
-from farm.methods.common import FunctionScorer, RewardModelScorer, TrainConfig
+from farm.methods.loop import TrainConfig, train_sft
 from farm.methods.reward import evaluate_reward_model, train_reward_model
-from farm.methods.sft import train_sft
+from farm.methods.scorers import FunctionScorer, RewardModelScorer
 from farm.models.generation import format_prompt, generate_texts
 from farm.models.loading import load_causal_lm, load_scalar_model, save_model
 from farm.models.tiny import TinySpec, build_tiny

@@ -25,7 +25,8 @@ import torch
 
 from farm.io import atomic_write_text
 from farm.methods import dpo
-from farm.methods.common import TrainConfig
+from farm.methods.loop import TrainConfig
+from farm.methods.pairs import precompute_reference
 from farm.models.generation import format_prompt
 from farm.models.loading import load_causal_lm
 from farm.models.tiny import TinySpec, build_tiny
@@ -49,7 +50,7 @@ def run_ours(model_dir: str, pairs: list[dict], steps: int) -> dict:
                      train=TrainConfig(lr=LR, schedule="constant", warmup_ratio=0.0, per_device_batch_size=len(pairs),
                                        max_steps=steps, max_grad_norm=1.0, progress=False, device="cpu"))
     t0 = time.perf_counter()
-    ex = dpo.precompute_reference(model, tok, pairs, cfg)
+    ex = precompute_reference(model, tok, pairs, dpo.LOSSES[cfg.loss], cfg.max_prompt_tokens, cfg.max_response_tokens)
     t1 = time.perf_counter()
     res = dpo.train(model, tok, ex, cfg)
     t2 = time.perf_counter()

@@ -22,7 +22,8 @@ import torch
 
 from farm.io import atomic_write_text
 from farm.methods import ppo
-from farm.methods.common import FunctionScorer, RewardModelScorer
+from farm.methods.loop import rl_train_config
+from farm.methods.scorers import FunctionScorer, RewardModelScorer
 from farm.models.loading import load_causal_lm, load_scalar_model
 from farm.models.tiny import TinySpec, build_tiny
 
@@ -51,8 +52,8 @@ def main() -> None:
         else:
             scorer = FunctionScorer(lambda i, x, o: sum(c.isdigit() for c in o) / max(len(o), 1))
         cfg = ppo.Config(steps=args.steps + 1, rollout_batch_size=args.rollout, minibatch_size=args.rollout // 2,
-                         micro_batch_size=args.rollout // 2, max_new_tokens=args.new_tokens, progress=False,
-                         device="cpu")
+                         micro_batch_size=args.rollout // 2, max_new_tokens=args.new_tokens, kl_coef=0.02,
+                         save_every=0, train=rl_train_config(lr=1e-3, progress=False, device="cpu"))
         walls: list[float] = []
         last = [time.perf_counter()]
 

@@ -28,7 +28,8 @@ import torch
 from farm.annotators import annotate_pairs
 from farm.annotators.synthetic import make_annotator
 from farm.io import read_records
-from farm.methods.common import JudgeScorer, RewardModelScorer, prompt_text
+from farm.methods.data import prompt_text
+from farm.methods.scorers import JudgeScorer, RewardModelScorer
 from farm.models.generation import generate
 from farm.models.loading import load_causal_lm
 from farm.types import Pair

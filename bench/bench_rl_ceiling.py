@@ -24,7 +24,9 @@ import torch
 
 from farm.io import read_records
 from farm.methods import ppo, rloo
-from farm.methods.common import FunctionScorer, JudgeScorer, prompt_text
+from farm.methods.data import prompt_text
+from farm.methods.loop import rl_train_config
+from farm.methods.scorers import FunctionScorer, JudgeScorer
 from farm.models.generation import generate
 from farm.models.loading import load_causal_lm
 from farm.worlds import tasks
@@ -96,11 +98,11 @@ def main() -> None:
                                  length_penalty=settings.get("length_penalty", 0.0))
         if method == "rloo":
             cfg = rloo.Config(steps=args.steps, prompts_per_step=16, k=4, minibatch_size=64, micro_batch_size=64,
-                              lr=settings["lr"], kl_coef=0.05, device="cpu", progress=False)
+                              kl_coef=0.05, train=rl_train_config(lr=settings["lr"], device="cpu", progress=False))
             rloo.train(policy, tok, prompts, scorer, cfg, ref_policy=ref)
         else:
             cfg = ppo.Config(steps=args.ppo_steps, rollout_batch_size=32, minibatch_size=16, micro_batch_size=16,
-                             lr=settings["lr"], kl_coef=0.1, device="cpu", progress=False)
+                             kl_coef=0.1, train=rl_train_config(lr=settings["lr"], device="cpu", progress=False))
             ppo.train(policy, tok, prompts, scorer, cfg, ref_policy=ref)
         texts = eval_texts(policy, tok, run, args.temperature)
         w, q = gold_wins(run, texts)

@@ -25,7 +25,8 @@ import torch
 
 from farm.io import atomic_write_text
 from farm.methods import rloo
-from farm.methods.common import FunctionScorer
+from farm.methods.loop import rl_train_config
+from farm.methods.scorers import FunctionScorer
 from farm.models.generation import format_prompt
 from farm.models.loading import load_causal_lm
 from farm.models.tiny import TinySpec, build_tiny
@@ -44,8 +45,8 @@ def make_prompts(n: int) -> list[str]:
 def run_ours(model_dir: str, prompts: list[str], steps: int) -> dict:
     model, tok = load_causal_lm(model_dir, device="cpu")
     cfg = rloo.Config(steps=steps, prompts_per_step=PROMPTS_PER_STEP, k=K, minibatch_size=PROMPTS_PER_STEP * K,
-                      micro_batch_size=PROMPTS_PER_STEP * K, lr=LR, kl_coef=BETA, max_new_tokens=MAX_NEW,
-                      progress=False, device="cpu")
+                      micro_batch_size=PROMPTS_PER_STEP * K, kl_coef=BETA, max_new_tokens=MAX_NEW,
+                      train=rl_train_config(lr=LR, progress=False, device="cpu"))
     scorer = FunctionScorer(lambda instruction, input, output: digit_fraction(output))
     t0 = time.perf_counter()
     hist = rloo.train(model, tok, [{"instruction": p, "input": "", "prompt": p} for p in prompts], scorer, cfg)

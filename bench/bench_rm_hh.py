@@ -19,7 +19,8 @@ import torch
 
 from farm.data import shared_data_dir
 from farm.io import atomic_write_text
-from farm.methods.common import TrainConfig, read_preferences
+from farm.methods.data import read_preferences
+from farm.methods.loop import TrainConfig
 from farm.methods.reward import evaluate_reward_model, train_reward_model
 from farm.models.loading import load_scalar_model
 from farm.models.tiny import TinySpec, build_tiny

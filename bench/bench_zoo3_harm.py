@@ -25,7 +25,9 @@ import torch
 
 from farm.io import read_records, write_records
 from farm.methods import correct, critique_revise, ppo, reward, rewrite, safe_ppo, sft
-from farm.methods.common import FunctionScorer, TrainConfig, prompt_text
+from farm.methods.data import prompt_text
+from farm.methods.loop import TrainConfig, rl_train_config
+from farm.methods.scorers import FunctionScorer, RewardSpec
 from farm.models.generation import generate
 from farm.models.loading import load_causal_lm
 from farm.models.tiny import TinySpec, build_tiny
@@ -72,26 +74,28 @@ def main() -> None:
     rm_res = reward.run(reward.Config(policy=SFT, data=str(R / "preferences.jsonl"), output_dir=str(R / "reward"),
                                       max_len=160, train=tc(1e-3, 3.0, 32)))
     RM = str(R / "reward/model")
-    rl = dict(policy=SFT, prompts=str(paths["unlabeled"]), reward_model=RM, steps=args.steps, rollout_batch_size=32,
-              minibatch_size=16, micro_batch_size=16, epochs=2, lr=3e-4, value_lr=3e-4, max_new_tokens=32,
-              device="cpu", progress=False)
+    files = dict(policy=SFT, prompts=str(paths["unlabeled"]))
+    rl = dict(steps=args.steps, rollout_batch_size=32, minibatch_size=16, micro_batch_size=16, epochs=2,
+              value_lr=3e-4, max_new_tokens=32, kl_coef=0.02, save_every=0,
+              train=rl_train_config(lr=3e-4, device="cpu", progress=False))
     ev_file = str(paths["eval"])
     runs: dict[str, dict] = {}
     gold = FunctionScorer(harm.quality)
     for m in METHODS:
         out, ts = str(R / m), time.time()
         if m == "ppo":
-            res = ppo.run(ppo.Config(output_dir=out, **rl))
+            res = ppo.run(ppo.Config(output_dir=out, reward=RewardSpec(model=RM), **files, **rl))
         elif m == "safe_ppo":
             res = safe_ppo.run(safe_ppo.Config(output_dir=out, harm_preferences=str(R / "harm_preferences.jsonl"),
-                                               eval_prompts=ev_file, lambda_lr=0.2, train=tc(1e-3, 3.0, 32), **rl))
+                                               eval_prompts=ev_file, lambda_lr=0.2, train=tc(1e-3, 3.0, 32),
+                                               reward_model=RM, ppo=ppo.Config(output_dir="", **rl), **files))
         elif m.startswith("rewrite"):
             res = rewrite.run(rewrite.Config(policy=SFT, prompts=str(paths["unlabeled"]), reward_model=RM,
-                                             output_dir=out, eval_prompts=ev_file, device="cpu",
+                                             output_dir=out, eval_prompts=ev_file,
                                              train=tc(1e-3, 3.0, 16)), scorer=gold if m.endswith("gold") else None)
         elif m == "correct":
             res = correct.run(correct.Config(policy=SFT, preferences=str(R / "preferences.jsonl"), output_dir=out,
-                                             reward_model=RM, eval_prompts=ev_file, device="cpu",
+                                             reward_model=RM, eval_prompts=ev_file,
                                              train=tc(1e-3, 3.0, 16)))
         else:
             cfg = critique_revise.Config(policy=SFT, eval_prompts=ev_file, output_dir=out, rounds=2, n_revisions=4,

@@ -109,6 +109,12 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "<config>", pref
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
+    renamed = getattr(cls, "RENAMED", {})  # a ClassVar {old key: new dotted key} of a Config whose shape changed
+    moved = [k for k in unknown if k in renamed]
+    if moved:
+        k = moved[0]
+        raise FarmError(f"`{prefix}{k}` is now `{prefix}{renamed[k]}`", file=source, field=prefix + str(k),
+                        hint=f"rename it to {prefix}{renamed[k]} (a dot is one level of nesting in YAML)")
     if unknown:
         import difflib
 

@@ -43,7 +43,7 @@ def study_world_noise(data=None, *, run: str | Path | None = None, flips: Sequen
     from farm.eval.report import gold_wins
     from farm.io import read_pairs, read_records, write_annotations
     from farm.methods import reward
-    from farm.methods.common import RewardModelScorer
+    from farm.methods.scorers import RewardModelScorer
     from farm.worlds.tasks import build
 
     run_dir = Path(run) if run else _small_run(seed)

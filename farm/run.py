@@ -162,7 +162,7 @@ class CompareRun:
 
     def sample(self, model_path: str, records: list[dict], *, n: int = 1, temperature: float, seed: int) -> list[str]:
         """n responses per record (record-major), from the model at `model_path`."""
-        from farm.methods.common import prompt_text
+        from farm.methods.data import prompt_text
         from farm.models.generation import generate
 
         model, tok = self.load_policy(model_path)
@@ -194,7 +194,7 @@ class CompareRun:
     def stage_init_model(self) -> dict:
         if self.cfg.policy.path:
             return {"model": self.cfg.policy.path}
-        from farm.methods.common import prompt_text
+        from farm.methods.data import prompt_text
         from farm.models.tiny import build_tiny
 
         recs = read_records(self.p("data", "sft.json"))
@@ -246,7 +246,7 @@ class CompareRun:
             cands = read_records(path)
             if len(cands) == n * len(recs):
                 return recs, cands, n
-        from farm.methods.common import RewardModelScorer
+        from farm.methods.scorers import RewardModelScorer
 
         texts = self.sample(sft_model, recs, n=n, temperature=self.cfg.policy.sample_temperature,
                             seed=self.cfg.seed + SEED_OFFSETS["best_of_n"] + METHOD_SEED_STRIDE * k)
@@ -258,7 +258,7 @@ class CompareRun:
 
     def stage_best_of_n(self, sft_model: str, rm: str, k: int) -> dict:
         """The reward model's best of n candidates."""
-        from farm.methods.best_of_n import pick_best
+        from farm.methods.scorers import pick_best
 
         recs, cands, n = self.bon_candidates(sft_model, rm, k)
         best = pick_best([c["proxy_reward"] for c in cands], n)
@@ -267,7 +267,7 @@ class CompareRun:
     def judge_knockout(self, recs: list[dict], cands: list[dict], n: int, k: int, seed: int | None = None) -> list[str]:
         """Winner of a knockout among each prompt's first k candidates, judged by the training pool (the same
         simulated annotators whose labels train the reward model), cached in the run's cache.sqlite."""
-        from farm.methods.best_of_n import knockout
+        from farm.methods.scorers import knockout
 
         groups = [[c["output"] for c in cands[i * n:i * n + k]] for i in range(len(recs))]
         if k == 1:
@@ -291,7 +291,9 @@ class CompareRun:
         module, cfg = self.plan.method_config(name, k)
         save_config(cfg, self.p("configs", f"{seeded(name, k)}.yaml"))
         # an annotator in the loop (a judge's reward, online DPO's labels): the run's own judges by name
-        judge = getattr(cfg, "reward_judge", "") or getattr(cfg, "judge", "")
+        from farm.methods import training_annotator
+
+        judge = training_annotator(cfg)
         res = module.run(cfg, annotator=self.annotator(judge)) if judge else module.run(cfg)
         model_dir = Path(cfg.output_dir) / "model"
         out: dict[str, Any] = {"model": str(model_dir), **_scalars(res)}

@@ -107,7 +107,7 @@ class CompareConfig:
     extra_methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     """overrides for any other method in `methods`, by name (online_dpo, safe_ppo, ...); an entry with a `method`
     key is a named VARIANT of that method, ranked beside it, e.g.
-    `extra_methods: {ppo_judge: {method: ppo, reward_judge: gpt4_turbo_like}}` with `methods: [sft, ppo, ppo_judge]`"""
+    `extra_methods: {ppo_judge: {method: ppo, reward: {judge: gpt4_turbo_like}}}` with `methods: [sft, ppo, ppo_judge]`"""
     n_boot: int = 1000
     """bootstrap resamples for intervals"""
     concurrency: int = 0
@@ -168,10 +168,9 @@ class Plan:
         device, progress and prompt style; everything else is the method's own default or the user's section."""
         import importlib
 
-        from farm.methods import METHODS
-        from farm.run_defaults import tiny_defaults
+        from farm.methods import METHODS, compare_settings
 
-        fields = {f.name: f for f in dataclasses.fields(importlib.import_module(METHODS[method]).Config)}
+        config_cls = importlib.import_module(METHODS[method]).Config
         sft_model = str(self.p("models", "sft", "model"))
         if method == "sft":
             files = {"policy": self.cfg.policy.path or str(self.p("models", "init")),
@@ -184,21 +183,14 @@ class Plan:
                      "output_dir": str(self.p("models", out_name)), "prompts": str(self.p("data", "unlabeled.json")),
                      "preferences": str(self.p("data", "preferences.jsonl")),
                      "eval_prompts": str(self.p("data", "eval.json"))}
-        base: dict[str, Any] = {key: v for key, v in files.items() if key in fields}
-        if "judge" in fields:
-            base["judge"] = self.cfg.train_pool  # methods that ask a judge as they train ask the training pool
-        run_level = {"seed": self.cfg.seed + METHOD_SEED_STRIDE * k, "device": self.cfg.policy.device,
-                     "progress": self.progress}
-        f_train = fields.get("train")
-        if f_train is not None and f_train.default_factory is not dataclasses.MISSING:
-            base["train"] = dict(run_level)
-            if method == "sft":  # an interrupt loses at most a few hundred steps (well under a minute)
-                base["train"]["save_every"] = 250
-        for key, value in [*run_level.items(), ("style", self.cfg.policy.style),
-                           ("prompt_style", self.cfg.policy.style), ("max_new_tokens", self.cfg.policy.max_new_tokens)]:
-            if key in fields:
-                base[key] = value
-        return deep_merge(tiny_defaults(method, fields), base)
+        values = {**files, "judge": self.cfg.train_pool,  # methods that ask a judge as they train: the training pool
+                  "seed": self.cfg.seed + METHOD_SEED_STRIDE * k, "device": self.cfg.policy.device,
+                  "progress": self.progress, "prompt_style": self.cfg.policy.style,
+                  "max_new_tokens": self.cfg.policy.max_new_tokens}
+        base = compare_settings(config_cls, values)
+        if method == "sft":  # an interrupt loses at most a few hundred steps (well under a minute)
+            base.setdefault("train", {})["save_every"] = 250
+        return base
 
     def method_config(self, name: str, k: int = 0):
         """(module, resolved Config) of row `name` with seed index k; errors name the user's file, line and key."""
@@ -240,7 +232,7 @@ def seeded(name: str, k: int) -> str:
 def validate(plan: Plan, world: Any) -> None:
     """Check every part of the config before any work: methods and their sections (each against its Config),
     judge and pool names, world and data paths. Raises a FarmError naming the user's file, line and key."""
-    from farm.methods import METHODS
+    from farm.methods import METHODS, training_annotator
 
     cfg = plan.cfg
     for m in cfg.methods:
@@ -264,9 +256,10 @@ def validate(plan: Plan, world: Any) -> None:
     unlisted = [name for name in SECTIONS if getattr(cfg, name) and name not in cfg.methods]
     for name in plan.rows() + unlisted:  # a section of a method this run does not list is checked too
         mcfg = plan.method_config(name)[1]
-        for f in ("reward_judge", "judge"):
-            if getattr(mcfg, f, ""):
-                judges[f"{plan.section(name)[0]}.{f}"] = getattr(mcfg, f)
+        judge = training_annotator(mcfg)
+        if judge:
+            where = "reward.judge" if getattr(getattr(mcfg, "reward", None), "judge", "") else "judge"
+            judges[f"{plan.section(name)[0]}.{where}"] = judge
     extra = set(cfg.best_of_n) - {"n"}
     if extra:
         raise plan.placed(FarmError("unknown config key", field=f"best_of_n.{sorted(extra)[0]}", hint="best_of_n takes n"))

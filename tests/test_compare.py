@@ -41,7 +41,7 @@ def test_compare_writes_every_artefact(smoke_run):
     assert variant["judge_requests"] == 2 * 3 * 16 and variant["steps"] == 3
     assert (d / "models" / "ppo_judge" / "model").exists() and (d / "outputs" / "ppo_judge.json").exists()
     vcfg = (d / "configs" / "ppo_judge.yaml").read_text()
-    assert "reward_judge: gpt4_turbo_like" in vcfg and "judge_both_orders: true" in vcfg
+    assert "  judge: gpt4_turbo_like" in vcfg and "judge_both_orders: true" in vcfg  # the `reward:` block
     for judge in ("pool", "human", "gold"):
         assert lb[f"{judge}_win_rate"].between(0, 100).all()
         assert (lb[f"{judge}_standard_error"] > 0).all()

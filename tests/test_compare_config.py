@@ -60,10 +60,10 @@ def test_a_misspelt_pool_is_refused_with_a_suggestion(tmp_path):
 
 def test_a_misspelt_judge_inside_a_variant_is_refused_naming_the_variant(tmp_path):
     path = _user_config(tmp_path, "")
-    args = ["progress=false", "extra_methods.ppo_judge.reward_judge=gpt4_turbo_lik"]
+    args = ["progress=false", "extra_methods.ppo_judge.reward.judge=gpt4_turbo_lik"]
     with pytest.raises(FarmError, match="gpt4_turbo_like") as e:
         compare(path, args, log=lambda s: None)
-    assert e.value.field == "extra_methods.ppo_judge.reward_judge"
+    assert e.value.field == "extra_methods.ppo_judge.reward.judge"
 
 
 def test_an_unknown_top_level_key_names_its_line(tmp_path):
@@ -98,5 +98,5 @@ def test_dry_run_resolves_every_stage_and_writes_nothing(tmp_path):
     assert {"compare", "sft", "reward", "dpo", "dpo@s1", "ppo_judge", "ppo_judge@s1", "rloo@s1"} <= set(out)
     assert out["dpo"]["beta"] == 0.3 and out["dpo@s1"]["train"]["seed"] == 1000
     assert out["dpo"]["train"]["schedule"] == "constant"  # dpo.Config's own default, kept under `train.epochs`
-    assert out["ppo_judge"]["reward_judge"] == "gpt4_turbo_like"
+    assert out["ppo_judge"]["reward"]["judge"] == "gpt4_turbo_like"
     assert any(line.startswith("# --- dpo@s1 ---") for line in logs)

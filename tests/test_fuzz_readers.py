@@ -210,7 +210,7 @@ def test_pandalm_human_files(tmp_path_factory, recs):
 @SETTINGS
 @given(recs=records, suffix=st.sampled_from(SUFFIXES))
 def test_model_outputs_and_training_preferences(tmp_path_factory, recs, suffix):
-    from farm.methods.common import read_preferences
+    from farm.methods.data import read_preferences
 
     path = write(tmp_path_factory.mktemp("mo") / f"m{suffix}", b"")
     write(path, encode(recs, path))
@@ -243,7 +243,8 @@ def config_texts(keys: list[str]):
 
 
 @SETTINGS
-@given(text=config_texts(["policy", "data", "output_dir", "max_len", "style", "train", "lr", "epochs", "seed"]))
+@given(text=config_texts(["policy", "data", "output_dir", "max_len", "prompt_style", "style", "train", "lr", "epochs",
+                                   "seed"]))
 def test_yaml_method_configs(tmp_path_factory, text):
     from farm.config import load_config
     from farm.methods.sft import Config

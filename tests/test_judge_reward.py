@@ -1,4 +1,4 @@
-"""Annotator-derived rewards for RL (common.JudgeScorer, `reward_judge` in PPO/RLOO) and DPO's NLL term (RPO)."""
+"""Annotator-derived rewards for RL (scorers.JudgeScorer, `reward.judge` in PPO/RLOO) and DPO's NLL term (RPO)."""
 
 import json
 import math
@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from farm.annotators import load_annotator
-from farm.methods import dpo, ppo, rloo
-from farm.methods.common import JudgeScorer
+from farm.methods import dpo, pairs, ppo, rloo
+from farm.methods.data import collate_pairs
+from farm.methods.loop import rl_train_config
+from farm.methods.scorers import JudgeScorer, RewardSpec
 from farm.models.loading import load_causal_lm
 from farm.models.tiny import TinySpec, build_tiny
 
@@ -102,21 +104,23 @@ def test_judge_scorer_fresh_reference_is_asked_every_batch_with_the_batch_seed(t
 
 def test_ppo_sample_reference_is_a_sample_of_the_reference_policy_and_a_bad_value_is_refused(tiny_dir, tmp_path):
     from farm.errors import FarmError
-    from farm.methods.common import reward_scorer
+    from farm.methods.scorers import reward_scorer
 
     model, tok = load_causal_lm(str(tiny_dir))
     recs = [{"instruction": "Sort: 1 7", "input": ""}] * 8
-    cfg = ppo.Config(reward_judge="longest", judge_reference="sample", temperature=1.0, max_new_tokens=6,
+    cfg = ppo.Config(reward=RewardSpec(judge="longest", judge_reference="sample"), temperature=1.0, max_new_tokens=6,
                      output_dir=str(tmp_path / "a"))
     sc = reward_scorer(cfg, "ppo", model, tok)
     refs = sc.reference(recs, 123)
     assert len(set(refs)) > 1  # sampled: the same prompt gets different references
     assert sc.reference(recs, 123) == refs  # and the same seed gives the same ones
-    greedy = reward_scorer(ppo.Config(reward_judge="longest", max_new_tokens=6, output_dir=str(tmp_path / "b")),
+    greedy = reward_scorer(ppo.Config(reward=RewardSpec(judge="longest"), max_new_tokens=6,
+                                      output_dir=str(tmp_path / "b")),
                            "ppo", model, tok)
     assert len(set(greedy.reference(recs))) == 1
     with pytest.raises(FarmError, match="judge_reference"):
-        reward_scorer(ppo.Config(reward_judge="longest", judge_reference="best", output_dir=str(tmp_path / "c")),
+        reward_scorer(ppo.Config(reward=RewardSpec(judge="longest", judge_reference="best"),
+                                 output_dir=str(tmp_path / "c")),
                       "ppo", model, tok)
 
 
@@ -139,7 +143,8 @@ class DigitJudge:
 def test_rloo_with_a_judge_reward_learns_what_the_judge_likes(tiny_dir):
     model, tok = load_causal_lm(str(tiny_dir), device="cpu")
     ref = load_causal_lm(str(tiny_dir), device="cpu", tokenizer=tok)[0]
-    cfg = rloo.Config(steps=30, prompts_per_step=4, k=4, max_new_tokens=8, lr=1e-2, kl_coef=0.01, progress=False)
+    cfg = rloo.Config(steps=30, prompts_per_step=4, k=4, max_new_tokens=8, kl_coef=0.01,
+                      train=rl_train_config(lr=1e-2, progress=False))
     scorer = JudgeScorer(DigitJudge(), lambda recs: ["a b c 1"] * len(recs), seed=0)
     hist = rloo.train(model, tok, RECORDS, scorer, cfg, ref_policy=ref)
     first = sum(h["reward"] for h in hist[:5]) / 5
@@ -154,28 +159,28 @@ def test_rl_run_from_files_with_reward_judge_caches_its_verdicts(method, tiny_di
     module = {"ppo": ppo, "rloo": rloo}[method]
     shape = ({"rollout_batch_size": 8, "minibatch_size": 4, "micro_batch_size": 4} if method == "ppo" else
              {"prompts_per_step": 2, "k": 4, "minibatch_size": 8, "micro_batch_size": 8})
-    cfg = module.Config(policy=str(tiny_dir), prompts=str(tmp_path / "prompts.jsonl"), reward_judge="longest",
-                        judge_length_penalty=0.1, output_dir=str(tmp_path / "out"), steps=3, max_new_tokens=6,
-                        progress=False, **shape)
+    cfg = module.Config(policy=str(tiny_dir), prompts=str(tmp_path / "prompts.jsonl"),
+                        reward=RewardSpec(judge="longest", judge_length_penalty=0.1), output_dir=str(tmp_path / "out"),
+                        steps=3, max_new_tokens=6, train=rl_train_config(lr=1e-3, progress=False), **shape)
     res = module.run(cfg)
     rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert res["steps"] == 3 and len(rows) == 3 and all(math.isfinite(r["reward"]) for r in rows)
     assert (tmp_path / "out" / "judge_cache.sqlite").stat().st_size > 0
     from farm.errors import FarmError
 
-    with pytest.raises(FarmError, match="reward_judge"):
+    with pytest.raises(FarmError, match="reward.judge"):
         module.run(module.Config(policy=str(tiny_dir), prompts=str(tmp_path / "prompts.jsonl"),
-                                 output_dir=str(tmp_path / "none"), progress=False))
+                                 output_dir=str(tmp_path / "none"), train=rl_train_config(progress=False)))
 
 
 def test_dpo_nll_weight_adds_the_per_token_nll_of_the_chosen_response(tiny_dir):
     model, tok = load_causal_lm(str(tiny_dir), device="cpu")
     ex = [{"prompt": f"### Instruction:\nSort: {a} 7\n\n### Response:\n", "chosen": f"{a} 7", "rejected": f"7 {a} 0"}
           for a in "123456"]
-    ex = dpo.precompute_reference(model, tok, ex, dpo.Config())
-    batch = dpo.collate_pairs(tok, ex, dpo.Config())
-    plain, _ = dpo.pair_loss_sum(model, batch, dpo.Config())
-    with_nll, _ = dpo.pair_loss_sum(model, batch, dpo.Config(nll_weight=0.5))
+    ex = pairs.precompute_reference(model, tok, ex, dpo.LOSSES["sigmoid"])
+    batch = collate_pairs(tok, ex)
+    plain, _ = pairs.pair_loss_sum(model, batch, dpo.LOSSES["sigmoid"], beta=0.1)
+    with_nll, _ = pairs.pair_loss_sum(model, batch, dpo.LOSSES["sigmoid"], beta=0.1, nll_weight=0.5)
     n_chosen = batch["response_mask"][:6].sum(-1).float()
     lp_chosen = torch.tensor([e["ref"][0] for e in ex])  # at init the policy IS the reference
     want = 0.5 * (-lp_chosen / n_chosen).sum()
@@ -188,8 +193,9 @@ def test_rloo_with_a_judge_reward_resumes_exactly_where_it_stopped(tiny_dir, tmp
 
     def run(out: str, steps: int) -> tuple[list[dict], dict]:
         cfg = rloo.Config(policy=str(tiny_dir), prompts=str(tmp_path / "prompts.jsonl"), output_dir=str(tmp_path / out),
-                          reward_judge="digits", steps=steps, prompts_per_step=2, k=4, minibatch_size=8,
-                          micro_batch_size=8, max_new_tokens=6, save_every=2, lr=1e-2, progress=False)
+                          reward=RewardSpec(judge="digits"), steps=steps, prompts_per_step=2, k=4, minibatch_size=8,
+                          micro_batch_size=8, max_new_tokens=6, save_every=2,
+                          train=rl_train_config(lr=1e-2, progress=False))
         res = rloo.run(cfg, annotator=DigitJudge())
         return [json.loads(line) for line in (tmp_path / out / "metrics.jsonl").read_text().splitlines()], res
 

@@ -12,16 +12,10 @@ import random
 import pytest
 import torch
 
-from farm.methods.common import (
-    IGNORE_INDEX,
-    FunctionScorer,
-    NonFiniteLossError,
-    TrainConfig,
-    read_preferences,
-    tokenize_sft,
-)
+from farm.methods.data import IGNORE_INDEX, read_preferences, tokenize_sft
+from farm.methods.loop import NonFiniteLossError, TrainConfig, sft_loss, train_sft
 from farm.methods.reward import evaluate_reward_model, rm_loss, train_reward_model
-from farm.methods.sft import sft_loss, train_sft
+from farm.methods.scorers import FunctionScorer
 from farm.models.generation import format_prompt
 from farm.models.loading import load_causal_lm, load_scalar_model
 from farm.models.tiny import TinySpec, build_tiny
@@ -207,7 +201,7 @@ def test_best_of_n_picks_the_highest_scoring_candidate(tiny):
 
 
 def test_knockout_tournament_with_an_annotator_finds_the_longest():
-    from farm.methods.best_of_n import knockout
+    from farm.methods.scorers import knockout
     from farm.types import Annotation
 
     class PreferLonger:  # a real (rule-based) annotator, not a stand-in for the code under test
@@ -280,7 +274,7 @@ def test_lora_trains_only_adapters_resumes_and_saves_a_merged_model(tiny, tmp_pa
     from farm.config import from_dict
     from farm.io import write_records
     from farm.methods import load_method
-    from farm.methods.common import maybe_lora
+    from farm.methods.loop import maybe_lora
 
     module = load_method(method)
     if method == "sft":

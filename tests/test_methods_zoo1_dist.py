@@ -23,8 +23,7 @@ RECORDS = [{"instruction": f"Sort: {a} {b} {c}", "input": "", "output": " ".join
 WORKER = """
 import json, sys, torch
 from accelerate import Accelerator
-from farm.methods.common import TrainConfig
-from farm.methods.sft import train_sft
+from farm.methods.loop import TrainConfig, train_sft
 from farm.models.loading import load_causal_lm
 
 path, out, per_device, data = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]

@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
-from farm.methods import dpo, maths, ppo, rloo
-from farm.methods.common import FunctionScorer, TrainConfig
+from farm.methods import dpo, maths, pairs, ppo, rloo, rollout
+from farm.methods.data import collate_pairs
+from farm.methods.loop import TrainConfig, rl_train_config
+from farm.methods.scorers import FunctionScorer, RewardSpec
 from farm.models.loading import load_causal_lm, save_model
 from farm.models.tiny import TinySpec, build_tiny
 
@@ -63,10 +65,10 @@ def test_rloo_baseline_and_loss_hand_values():
 
 
 def test_kl_controller_moves_towards_target():
-    ctl = ppo.KLController(0.1, target=6.0, horizon=100)
+    ctl = rollout.KLController(0.1, target=6.0, horizon=100)
     ctl.update(kl=12.0, n=10)  # error clipped at +0.2 → β·(1 + 0.2·10/100)
     assert ctl.value == pytest.approx(0.1 * 1.02)
-    fixed = ppo.KLController(0.1)
+    fixed = rollout.KLController(0.1)
     fixed.update(kl=100.0, n=10)
     assert fixed.value == 0.1
 
@@ -83,22 +85,21 @@ def _examples(n: int = 16) -> list[dict]:
 
 def test_dpo_loss_is_log2_at_init_and_metrics_are_zero(tiny):
     model, tok = tiny
-    cfg = dpo.Config()
-    ex = dpo.precompute_reference(model, tok, _examples(8), cfg)
-    batch = dpo.collate_pairs(tok, ex, cfg)
+    ex = pairs.precompute_reference(model, tok, _examples(8), dpo.LOSSES["sigmoid"])
+    batch = collate_pairs(tok, ex)
     for name in ("sigmoid",):
-        loss, stats = dpo.pair_loss_sum(model, batch, dpo.Config(loss=name))
+        loss, stats = pairs.pair_loss_sum(model, batch, dpo.LOSSES[name], beta=0.1)
         assert loss.item() / 8 == pytest.approx(math.log(2), abs=1e-5)
         assert stats["reward_margin"] == pytest.approx(0.0, abs=1e-5)
     # IPO at init: h = 0 → (1/(2β))² = 25 with β = 0.1
-    loss, _ = dpo.pair_loss_sum(model, batch, dpo.Config(loss="ipo"))
+    loss, _ = pairs.pair_loss_sum(model, batch, dpo.LOSSES["ipo"], beta=0.1)
     assert loss.item() / 8 == pytest.approx(25.0, rel=1e-5)
 
 
 def test_dpo_tail_logprobs_equal_the_shared_full_forward(tiny):
     model, tok = tiny
-    b = dpo.collate_pairs(tok, _examples(4), dpo.Config())
-    fast, ent = ppo.response_logprobs_tail(model, b["prompt_ids"], b["prompt_mask"], b["response_ids"],
+    b = collate_pairs(tok, _examples(4))
+    fast, ent = rollout.response_logprobs_tail(model, b["prompt_ids"], b["prompt_mask"], b["response_ids"],
                                           b["response_mask"], 0.7, return_entropy=True)
     full, ent_full = maths.response_logprobs(model, b["prompt_ids"], b["prompt_mask"], b["response_ids"],
                                              b["response_mask"], 0.7, return_entropy=True)
@@ -119,7 +120,7 @@ def test_dpo_grad_accumulation_1x8_equals_8x1(tiny_dir):
         model, tok = load_causal_lm(str(tiny_dir), device="cpu")
         cfg = dpo.Config(train=TrainConfig(lr=0.5, optimizer="sgd", per_device_batch_size=per_device,
                                            grad_accum=accum, max_steps=1, max_grad_norm=0.0, progress=False))
-        ex = ex or dpo.precompute_reference(model, tok, _examples(8), cfg)
+        ex = ex or pairs.precompute_reference(model, tok, _examples(8), dpo.LOSSES[cfg.loss])
         dpo.train(model, tok, ex, cfg)
         after.append(_params(model))
     for name in after[0]:
@@ -151,7 +152,7 @@ def test_dpo_run_from_files_changes_every_parameter_and_learns(tiny_dir, tmp_pat
 
 def _rollout(model, tok, n=8, max_new_tokens=10, seed=0):
     ref = copy.deepcopy(model)
-    return ppo.collect_rollout(model, ref, tok, (RECORDS * 4)[:n], FunctionScorer(digit_fraction),
+    return rollout.collect_rollout(model, ref, tok, (RECORDS * 4)[:n], FunctionScorer(digit_fraction),
                                temperature=0.7, max_new_tokens=max_new_tokens, max_prompt_tokens=None, seed=seed)
 
 
@@ -180,10 +181,10 @@ def test_gae_loop_equals_vectorised_on_real_rollout_masks(tiny):
     ro, _ = _rollout(_eos_prone(model, tok), tok, n=16, max_new_tokens=12)
     mask = ro.response_mask.float()
     assert len(set(mask.sum(-1).tolist())) > 2  # responses of several lengths
-    vm = ppo.value_model_from_policy(model)
+    vm = rollout.value_model_from_policy(model)
     with torch.no_grad():
         torch.nn.init.normal_(vm.score.weight, std=0.3)
-        values = ppo.response_values(vm, ro) * mask
+        values = rollout.response_values(vm, ro) * mask
     rewards = -0.05 * maths.kl_estimate(ro.logprobs, ro.ref_logprobs + 0.1) * mask + maths.terminal_rewards(
         ro.scores, ro.response_mask)
     for gamma, lam in ((1.0, 0.95), (0.99, 0.8)):
@@ -223,8 +224,8 @@ def test_ppo_reward_goes_up_and_every_parameter_changes(tiny):
     model, tok = tiny
     before = _params(model)
     cfg = ppo.Config(steps=30, rollout_batch_size=16, minibatch_size=8, micro_batch_size=8, max_new_tokens=8,
-                     lr=3e-3, value_lr=3e-3, kl_coef=0.01, progress=False)
-    vm = ppo.value_model_from_policy(model)
+                     value_lr=3e-3, kl_coef=0.01, train=rl_train_config(lr=3e-3, progress=False))
+    vm = rollout.value_model_from_policy(model)
     v_before = _params(vm)
     hist = ppo.train(model, tok, RECORDS, FunctionScorer(digit_fraction), cfg, value_model=vm)
     first = sum(h["reward"] for h in hist[:5]) / 5
@@ -247,10 +248,11 @@ def test_ppo_run_from_files_with_reward_model_and_checkpoints(tiny_dir, tmp_path
         torch.nn.init.normal_(rm.score.weight, std=0.5)  # a (random) non-constant reward model
     save_model(rm, rtok, tmp_path / "rm")
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
-    cfg = ppo.Config(policy=str(tiny_dir), prompts=str(tmp_path / "prompts.jsonl"), reward_model=str(tmp_path / "rm"),
-                     output_dir=str(tmp_path / "out"), steps=4, rollout_batch_size=8, minibatch_size=4,
-                     micro_batch_size=2, max_new_tokens=6, save_every=2, adaptive_kl=True, kl_estimator="k3",
-                     missing_eos_score=-1.0, progress=False)
+    cfg = ppo.Config(policy=str(tiny_dir), prompts=str(tmp_path / "prompts.jsonl"),
+                     reward=RewardSpec(model=str(tmp_path / "rm")), output_dir=str(tmp_path / "out"), steps=4,
+                     rollout_batch_size=8, minibatch_size=4, micro_batch_size=2, max_new_tokens=6, save_every=2,
+                     adaptive_kl=True, kl_estimator="k3", missing_eos_score=-1.0,
+                     train=rl_train_config(lr=1e-3, progress=False))
     res = ppo.run(cfg)
     rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and res["steps"] == 4
@@ -265,7 +267,8 @@ def test_ppo_run_from_files_with_reward_model_and_checkpoints(tiny_dir, tmp_path
 def test_rloo_reward_goes_up(tiny):
     model, tok = tiny
     before = _params(model)
-    cfg = rloo.Config(steps=30, prompts_per_step=4, k=4, max_new_tokens=8, lr=1e-2, kl_coef=0.01, progress=False)
+    cfg = rloo.Config(steps=30, prompts_per_step=4, k=4, max_new_tokens=8, kl_coef=0.01,
+                      train=rl_train_config(lr=1e-2, progress=False))
     hist = rloo.train(model, tok, RECORDS, FunctionScorer(digit_fraction), cfg)
     first = sum(h["reward"] for h in hist[:5]) / 5
     last = sum(h["reward"] for h in hist[-5:]) / 5
@@ -277,7 +280,7 @@ def test_rloo_reward_goes_up(tiny):
 def test_rloo_kl_as_loss_and_several_epochs_run(tiny):
     model, tok = tiny
     cfg = rloo.Config(steps=2, prompts_per_step=2, k=2, minibatch_size=2, micro_batch_size=1, epochs=2,
-                      kl_in_reward=False, max_new_tokens=6, lr=1e-2, progress=False)
+                      kl_in_reward=False, max_new_tokens=6, train=rl_train_config(lr=1e-2, progress=False))
     hist = rloo.train(model, tok, RECORDS, FunctionScorer(digit_fraction), cfg)
     assert len(hist) == 2 and all(math.isfinite(h["loss"]) for h in hist)
     with pytest.raises(ValueError, match="k must be"):
@@ -305,7 +308,7 @@ def test_rloo_on_policy_single_forward_equals_micro_batched_path(tiny_dir):
     for micro in (16, 8):
         model, tok = load_causal_lm(str(tiny_dir), device="cpu")
         cfg = rloo.Config(steps=1, prompts_per_step=4, k=4, minibatch_size=16, micro_batch_size=micro,
-                          max_new_tokens=8, lr=1e-2, kl_coef=0.1, progress=False)
+                          max_new_tokens=8, kl_coef=0.1, train=rl_train_config(lr=1e-2, progress=False))
         rloo.train(model, tok, RECORDS, FunctionScorer(digit_fraction), cfg)
         after.append(_params(model))
     for name in after[0]:
@@ -347,7 +350,7 @@ def test_ppo_run_resumes_exactly_where_it_stopped(tiny_dir, tmp_path):
         calls.clear()
         cfg = ppo.Config(policy=str(tiny_dir), prompts=str(tmp_path / "prompts.jsonl"), output_dir=str(tmp_path / out),
                          steps=steps, rollout_batch_size=8, minibatch_size=4, micro_batch_size=4, max_new_tokens=6,
-                         save_every=2, lr=3e-3, progress=False)
+                         save_every=2, kl_coef=0.02, train=rl_train_config(lr=3e-3, progress=False))
         ppo.run(cfg, scorer=FunctionScorer(counted))
         return [json.loads(line) for line in (tmp_path / out / "metrics.jsonl").read_text().splitlines()]
 

@@ -9,8 +9,10 @@ import torch
 
 from farm.annotators.synthetic import RuleJudge
 from farm.io import read_records, write_records
-from farm.methods import correct, critique_revise, rewrite, safe_ppo
-from farm.methods.common import FunctionScorer, RewardModelScorer, TrainConfig
+from farm.methods import correct, critique_revise, ppo, rewrite, safe_ppo
+from farm.methods.loop import TrainConfig, rl_train_config
+from farm.methods.rollout import value_model_from_policy
+from farm.methods.scorers import FunctionScorer, RewardModelScorer, RewardSpec
 from farm.models.loading import load_causal_lm, load_scalar_model
 from farm.models.tiny import TinySpec, build_tiny
 from farm.types import Pair
@@ -143,10 +145,11 @@ def flagged_first(t: dict) -> bool:
 
 def test_safe_ppo_moves_every_parameter_and_lambda_follows_the_cost(tiny_dir):
     policy, tok = load_causal_lm(str(tiny_dir), device="cpu")
-    cfg = safe_ppo.Config(steps=3, rollout_batch_size=8, minibatch_size=8, micro_batch_size=4, epochs=1, lr=1e-2,
-                          value_lr=1e-2, max_new_tokens=8, seed=0, progress=False, lambda_lr=0.5,
-                          cost_threshold=-2.0)  # every cost (±1) is above d = −2: λ must rise every step
-    rv, cv = safe_ppo.value_model_from_policy(policy), safe_ppo.value_model_from_policy(policy)
+    cfg = safe_ppo.Config(ppo=ppo.Config(output_dir="", steps=3, rollout_batch_size=8, minibatch_size=8,
+                                         micro_batch_size=4, epochs=1, value_lr=1e-2, max_new_tokens=8, kl_coef=0.02,
+                                         train=rl_train_config(lr=1e-2, seed=0, progress=False)),
+                          lambda_lr=0.5, cost_threshold=-2.0)  # every cost (±1) is above d = −2: λ must rise every step
+    rv, cv = value_model_from_policy(policy), value_model_from_policy(policy)
     before = [params_of(m) for m in (policy, rv, cv)]
     hist = safe_ppo.train(policy, tok, RECORDS, FunctionScorer(digit_fraction), FunctionScorer(has_seven), cfg,
                           reward_value=rv, cost_value=cv)
@@ -168,7 +171,7 @@ def test_rewrite_pairs_rewriter_and_outputs(tiny_dir, tmp_path):
     evals = write_records(tmp_path / "eval.json", RECORDS[:5])
     cfg = rewrite.Config(policy=str(tiny_dir), prompts=str(prompts), eval_prompts=str(evals),
                          output_dir=str(tmp_path / "rw"), n_prompts=6, n_answers=2, n_borrowed=2, max_new_tokens=8,
-                         rewrite_max_new_tokens=12, device="cpu", min_gain=0.0, n_confirm=2,
+                         rewrite_max_new_tokens=12, min_gain=0.0, n_confirm=2,
                          train=TrainConfig(lr=1e-2, max_steps=3, per_device_batch_size=2, progress=False,
                                            device="cpu", warmup_ratio=0.0))
     res = rewrite.run(cfg, scorer=FunctionScorer(digit_fraction))
@@ -195,7 +198,7 @@ def test_correct_examples_training_and_outputs(tiny_dir, tmp_path):
     assert all(d == e["output"] for d, e in zip(drafts[9:], ex[9:]))
     prefs = write_records(tmp_path / "prefs.jsonl", trip)
     evals = write_records(tmp_path / "eval.json", RECORDS[:4])
-    cfg = correct.Config(policy=str(tiny_dir), preferences=str(prefs), eval_prompts=str(evals), device="cpu",
+    cfg = correct.Config(policy=str(tiny_dir), preferences=str(prefs), eval_prompts=str(evals),
                          output_dir=str(tmp_path / "c"), max_new_tokens=8,
                          train=TrainConfig(lr=1e-2, max_steps=3, per_device_batch_size=4, progress=False,
                                            device="cpu", warmup_ratio=0.0))
@@ -246,9 +249,11 @@ def test_safe_ppo_run_trains_reward_and_cost_models_from_files(tiny_dir, tmp_pat
     prefs = write_records(tmp_path / "prefs.jsonl", pairs)
     prompts = write_records(tmp_path / "prompts.json", RECORDS)
     cfg = safe_ppo.Config(policy=str(tiny_dir), prompts=str(prompts), preferences=str(prefs),
-                          eval_prompts=str(prompts), output_dir=str(tmp_path / "s"), harm_noise=0.0, steps=2,
-                          rollout_batch_size=8, minibatch_size=8, micro_batch_size=8, epochs=1, max_new_tokens=6,
-                          device="cpu", progress=False, unsafe_share=0.5,
+                          eval_prompts=str(prompts), output_dir=str(tmp_path / "s"), harm_noise=0.0,
+                          ppo=ppo.Config(output_dir="", steps=2, rollout_batch_size=8, minibatch_size=8,
+                                         micro_batch_size=8, epochs=1, max_new_tokens=6, kl_coef=0.02,
+                                         train=rl_train_config(lr=1e-3, device="cpu", progress=False)),
+                          unsafe_share=0.5,
                           train=TrainConfig(lr=1e-2, max_steps=4, per_device_batch_size=4, progress=False,
                                             device="cpu", warmup_ratio=0.0))
     res = safe_ppo.run(cfg)
@@ -264,8 +269,8 @@ def test_safe_ppo_run_trains_reward_and_cost_models_from_files(tiny_dir, tmp_pat
 def test_safe_ppo_refuses_a_judge_reward_it_would_otherwise_ignore(tmp_path):
     from farm.errors import FarmError
 
-    cfg = safe_ppo.Config(policy="p", prompts="q", reward_model="rm", cost_model="cm", reward_judge="gpt4_like",
-                          output_dir=str(tmp_path))
+    cfg = safe_ppo.Config(policy="p", prompts="q", reward_model="rm", cost_model="cm", output_dir=str(tmp_path),
+                          ppo=ppo.Config(output_dir="", reward=RewardSpec(judge="gpt4_like")))
     with pytest.raises(FarmError, match="judge rewards") as e:
         safe_ppo.run(cfg)
-    assert e.value.field == "reward_judge"
+    assert e.value.field == "ppo.reward.judge"

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from farm.methods import online_dpo
-from farm.methods.best_of_n import knockout
-from farm.methods.common import TrainConfig
+from farm.methods.loop import TrainConfig
+from farm.methods.scorers import knockout
 from farm.models.loading import load_causal_lm
 from farm.models.tiny import TinySpec, build_tiny
 from farm.types import Annotation

@@ -168,7 +168,7 @@ def train_with_kills(tiny: Path, tmp_path: Path, method: str, steps: int, n_kill
     finally:
         torch.set_num_threads(threads)
     out = tmp_path / "killed"
-    step_file = out / "checkpoint" / "step.txt"
+    step_file = out / "checkpoint" / "model" / "step.txt"
 
     def step() -> int:
         try:

@@ -41,7 +41,7 @@ def test_an_exploding_learning_rate_stops_with_a_clear_error(tiny, tmp_path, cap
     assert 2 <= step <= 6  # the first step was finite; the blown-up weights gave a non-finite loss later
     assert not (tmp_path / "o" / "model").exists()  # no broken model is written
     # the last checkpoint is the last step that was applied: nothing after the bad loss was saved
-    assert (tmp_path / "o" / "checkpoint" / "step.txt").read_text().strip() == str(step - 1)
+    assert (tmp_path / "o" / "checkpoint" / "model" / "step.txt").read_text().strip() == str(step - 1)
 
 
 @pytest.mark.parametrize("damage", ["truncate_state", "garble_state", "flip_weight_byte", "truncate_weights",
@@ -49,7 +49,7 @@ def test_an_exploding_learning_rate_stops_with_a_clear_error(tiny, tmp_path, cap
 def test_a_damaged_checkpoint_is_detected_not_loaded(tiny, tmp_path, capsys, damage):
     out = tmp_path / "o"
     assert train(tiny, out, "train.stop_at_step=2") == 0
-    ckpt, state = out / "checkpoint", out / "checkpoint.state.pt"
+    ckpt, state = out / "checkpoint" / "model", out / "checkpoint" / "state.pt"
     weights = ckpt / "model.safetensors"
     if damage == "truncate_state":
         state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
@@ -78,10 +78,9 @@ def test_after_deleting_a_damaged_checkpoint_the_run_starts_over_and_matches(tin
     assert train(tiny, tmp_path / "ref") == 0
     out = tmp_path / "o"
     assert train(tiny, out, "train.stop_at_step=3") == 0
-    (out / "checkpoint.state.pt").write_bytes(b"\0" * 10)
+    (out / "checkpoint" / "state.pt").write_bytes(b"\0" * 10)
     assert train(tiny, out) == 2
     shutil.rmtree(out / "checkpoint")
-    (out / "checkpoint.state.pt").unlink()
     assert train(tiny, out) == 0
     a, b = load_file(str(tmp_path / "ref" / "model" / "model.safetensors")), \
         load_file(str(out / "model" / "model.safetensors"))
@@ -92,6 +91,6 @@ def test_after_deleting_a_damaged_checkpoint_the_run_starts_over_and_matches(tin
 
 def test_checkpoint_hashes_cover_every_saved_file(tiny, tmp_path):
     assert train(tiny, tmp_path / "o", "train.stop_at_step=1") == 0
-    state = torch.load(tmp_path / "o" / "checkpoint.state.pt", weights_only=False)
-    saved = {p.name for p in (tmp_path / "o" / "checkpoint").iterdir() if p.is_file()}
-    assert set(state["files"]) == saved and "model.safetensors" in saved and "step.txt" in saved
+    state = torch.load(tmp_path / "o" / "checkpoint" / "state.pt", weights_only=False)
+    saved = {p.name for p in (tmp_path / "o" / "checkpoint" / "model").iterdir() if p.is_file()}
+    assert set(state["files"]["model"]) == saved and "model.safetensors" in saved and "step.txt" in saved

@@ -207,7 +207,7 @@ def test_budget_from_a_train_config_and_flags_that_win(capsys):
     assert (b.batch_size, b.grad_accum, b.ppo_epochs) == (cfg.micro_batch_size,
                                                           cfg.rollout_batch_size // cfg.micro_batch_size, cfg.epochs)
     assert (b.prompt_len, b.response_len) == (cfg.max_prompt_tokens, cfg.max_new_tokens)
-    assert b.precision == {"float32": "fp32", "bfloat16": "bf16"}[cfg.dtype]
+    assert b.precision == {"float32": "fp32", "bfloat16": "bf16"}[cfg.train.dtype]
     assert b.examples == cfg.steps * cfg.rollout_batch_size
     assert main(["qwen2.5-0.5b", "--train-config", str(path), "--json"]) == 0
     from_file = json.loads(capsys.readouterr().out)
@@ -228,7 +228,7 @@ def _llama(V: int, h: int, L: int, I: int):
 
 def test_scoring_and_generation_phases_match_measured_peaks():
     """No-grad reference scoring (the methods' response-only log-probs) and KV-cache sampling, measured."""
-    from farm.methods.ppo import response_logprobs_tail
+    from farm.methods.rollout import response_logprobs_tail
 
     V, h, L, I, B, P, R = 4000, 64, 2, 172, 16, 48, 40
     shape = Shape(h, L, 4, 4, I, V)

@@ -14,7 +14,7 @@ from farm.worlds.tasks import build
 
 
 def _outputs(model, tok, prompts) -> list[str]:
-    from farm.methods.common import prompt_text
+    from farm.methods.data import prompt_text
     from farm.models.generation import generate
 
     texts = [prompt_text(r, tok, "alpaca") for r in prompts]
@@ -31,8 +31,8 @@ def _win_rate(world, name: str, prompts, base: list[str], new: list[str]) -> tup
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # minutes on an idle 2-core machine; much longer on a busy one
 def test_tiny_sft_policy_beats_untrained_under_gold_and_judges():
-    from farm.methods.common import TrainConfig, prompt_text
-    from farm.methods.sft import train_sft
+    from farm.methods.data import prompt_text
+    from farm.methods.loop import TrainConfig, train_sft
     from farm.models.tiny import TinySpec, build_tiny_lm, train_tokenizer
 
     world = build(0, sft=2000, preference=0, unlabeled=0, eval=200)

@@ -227,7 +227,7 @@ def overoptimisation(run, rm: str) -> dict:
     ck_dir = run.p("models", "ppo", "checkpoints")
     ckpts = sorted(ck_dir.glob("step_*"), key=lambda p: int(p.name[5:])) if ck_dir.exists() else []
     if ckpts:
-        from farm.methods.common import RewardModelScorer
+        from farm.methods.scorers import RewardModelScorer
         from farm.run_config import SEED_OFFSETS
 
         scorer = RewardModelScorer(rm, style=run.cfg.policy.style, device=run.cfg.policy.device)

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from farm.errors import FarmError
-from farm.methods.common import RewardModelScorer, Scorer, prompt_text, read_instructions
+from farm.methods.data import read_instructions
+from farm.methods.scorers import RewardModelScorer, Scorer, best_by_score, knockout, sample_groups
 
 
 @dataclass
 class Config:
     """`farm train best_of_n --config configs/train_best_of_n.yaml`"""
+
+    RENAMED: ClassVar[dict[str, str]] = {"style": "prompt_style"}
 
     policy: str
     """causal LM folder (or cached hub name) that samples the candidates"""
@@ -43,7 +46,7 @@ class Config:
     """response length limit"""
     batch_size: int = 16
     """prompts × candidates generated per forward batch"""
-    style: str = "alpaca"
+    prompt_style: str = "alpaca"
     """prompt format: alpaca or chat"""
     generator: str = ""
     """generator name written to the outputs (default: best_of_<n>)"""
@@ -53,72 +56,20 @@ class Config:
     """auto, cpu or cuda"""
 
 
-def pick_best(scores: Sequence[float], n: int) -> list[int]:
-    """Index (into the flat list) of the highest score in each consecutive group of n; ties → first.
-
-    >>> pick_best([0.1, 0.9, 0.5, 2.0, 2.0, 1.0], 3)
-    [1, 3]
-    """
-    return [g * n + max(range(n), key=lambda j: (scores[g * n + j], -j)) for g in range(len(scores) // n)]
-
-
-def knockout(annotator, records: Sequence[dict], candidates: Sequence[Sequence[str]], seed: int = 0,
-             cache_path: str | None = None, pick: str = "best") -> list[int]:
-    """Winner index per record of a single-elimination tournament among its candidates, judged by `annotator`
-    (an Annotator or a judge/pool name; p = P(output_2 better)) through `farm.annotators.annotate_pairs`
-    (cached in `cache_path` if given). All matches of a round across records go to the judge in one batch.
-    An invalid verdict keeps the first-shown candidate; an odd one out gets a bye. `pick="worst"`: the loser of
-    each match goes on (a tournament for the worst candidate; with the same seed its first round is the same
-    matches, so a cached judge is asked only for the later rounds)."""
-    if pick not in ("best", "worst"):
-        raise ValueError(f"pick must be 'best' or 'worst', got {pick!r}")
-    import numpy as np
-
-    from farm.annotators import annotate_pairs  # lazily: the judges' stack is not needed for scorer-based BoN
-    from farm.types import Pair
-
-    rng = np.random.default_rng(seed)
-    alive = [list(range(len(c))) for c in candidates]
-    round_ = 0
-    while any(len(a) > 1 for a in alive):
-        matches, pairs = [], []
-        for r, a in enumerate(alive):
-            for k in range(0, len(a) - 1, 2):
-                i, j = (a[k], a[k + 1]) if rng.random() < 0.5 else (a[k + 1], a[k])  # random order shown
-                matches.append((r, i, j))
-                rec = records[r]
-                pairs.append(Pair(rec["instruction"], candidates[r][i], candidates[r][j], input=rec.get("input", ""),
-                                  id=f"bon-{r}-{round_}-{i}-{j}"))
-        verdicts = annotate_pairs(pairs, annotator, seed=seed, cache_path=cache_path, progress=False)
-        winners: dict[int, list[int]] = {r: [] for r in range(len(alive))}
-        for (r, i, j), ann in zip(matches, verdicts):
-            p = ann.preference
-            second_wins = p is not None and p > 0.5
-            winners[r].append(j if second_wins == (pick == "best") else i)
-        alive = [winners[r] + (a[-1:] if len(a) % 2 else []) if len(a) > 1 else a for r, a in enumerate(alive)]
-        round_ += 1
-    return [a[0] for a in alive]
-
-
 def best_of_n(model, tokenizer, records: Sequence[dict], n: int, scorer: Scorer | None = None, *, annotator=None,
               temperature: float = 1.0, max_new_tokens: int = 128, batch_size: int = 16, style: str = "alpaca",
               seed: int = 0, generator: str | None = None, progress: bool = False,
               annotator_cache: str | None = None) -> list[dict[str, Any]]:
-    """For each record (instruction, input): sample n responses and keep the best by `scorer` (highest score)
-    or by a knockout tournament judged by `annotator`. Returns AlpacaEval model_outputs records
-    (instruction, input, output, generator) with `score` (the scorer's; None for a tournament), `candidates`."""
-    from farm.models.generation import generate
-
+    """For each record (instruction, input): sample n responses and keep the best by `scorer` (highest score,
+    `scorers.best_by_score`) or by a knockout tournament judged by `annotator` (`scorers.knockout`). Returns
+    AlpacaEval model_outputs records (instruction, input, output, generator) with `score` (the scorer's; None
+    for a tournament) and `candidates`."""
     if (scorer is None) == (annotator is None):
         raise ValueError("give exactly one of scorer or annotator")
-    prompts = [prompt_text(r, tokenizer, style) for r in records for _ in range(n)]
-    texts = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                     batch_size=batch_size, seed=seed, progress=progress).texts
-    groups = [texts[g * n:(g + 1) * n] for g in range(len(records))]
+    groups = sample_groups(model, tokenizer, records, n, temperature=temperature, max_new_tokens=max_new_tokens,
+                           batch_size=batch_size, style=style, seed=seed, progress=progress)
     if scorer is not None:
-        scores = scorer.score([r for r in records for _ in range(n)], texts)
-        best = [i - g * n for g, i in enumerate(pick_best(scores, n))]
-        best_scores: list[float | None] = [scores[g * n + b] for g, b in enumerate(best)]
+        best, best_scores = best_by_score(scorer, records, groups)
     else:
         best = knockout(annotator, records, groups, seed, annotator_cache)
         best_scores = [None] * len(records)
@@ -132,18 +83,18 @@ def run(cfg: Config) -> dict[str, Any]:
     from pathlib import Path
 
     from farm.io import write_model_outputs
-    from farm.methods.common import write_metrics
+    from farm.methods.loop import write_metrics
     from farm.models.loading import load_causal_lm
 
     if bool(cfg.reward_model) == bool(cfg.annotator):
         raise FarmError("give exactly one of reward_model or annotator", field="reward_model")
     records = read_instructions(cfg.prompts)
     model, tok = load_causal_lm(cfg.policy, device=cfg.device)
-    scorer = RewardModelScorer(cfg.reward_model, device=cfg.device, style=cfg.style) if cfg.reward_model else None
+    scorer = RewardModelScorer(cfg.reward_model, device=cfg.device, style=cfg.prompt_style) if cfg.reward_model else None
     outputs = best_of_n(model, tok, records, cfg.n, scorer, annotator=cfg.annotator or None,
                         annotator_cache=str(Path(cfg.output_dir) / "annotations.sqlite") if cfg.annotator else None,
                         temperature=cfg.temperature,
-                        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, style=cfg.style, seed=cfg.seed,
+                        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, style=cfg.prompt_style, seed=cfg.seed,
                         generator=cfg.generator or None, progress=True)
     path = write_model_outputs(Path(cfg.output_dir) / "model_outputs.json", outputs)
     scores = [o["score"] for o in outputs if o["score"] is not None]

@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from farm.methods.common import TrainConfig
+from farm.methods.loop import TrainConfig
 
 CORRECT_TEMPLATE = ("### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Draft answer:\n{answer}\n\n"
                     "### Improved answer:\n")
@@ -28,6 +28,8 @@ CORRECT_TEMPLATE = ("### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n#
 @dataclass
 class Config:
     """`farm train correct --config configs/train_correct.yaml`"""
+
+    RENAMED: ClassVar[dict[str, str]] = {"style": "prompt_style", "seed": "train.seed", "device": "train.device"}
 
     policy: str = ""
     """the frozen policy whose answers are corrected (the SFT model)"""
@@ -49,14 +51,11 @@ class Config:
     """sampling temperature of the policy's drafts (0 = greedy)"""
     max_new_tokens: int = 32
     """draft and correction length cap"""
-    style: str = "alpaca"
+    prompt_style: str = "alpaca"
     """prompt format of the policy: alpaca or chat"""
-    seed: int = 0
-    """identity-pair choice, sampling and training seed"""
-    device: str = "auto"
-    """auto, cpu or cuda"""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, epochs=3.0, per_device_batch_size=16))
-    """corrector SFT settings"""
+    """corrector SFT settings (tiny models lr 1e-3); `train.seed` also seeds the identity-pair choice and the
+    drafts, `train.device` runs the policy"""
 
 
 def correction_prompt(instruction: str, input: str, answer: str) -> str:
@@ -100,14 +99,9 @@ def run(cfg: Config) -> dict[str, Any]:
     model_outputs.json (records carry the `draft` too)."""
     from farm.errors import FarmError
     from farm.io import write_model_outputs
-    from farm.methods.common import (
-        RewardModelScorer,
-        prompt_text,
-        read_instructions,
-        read_preferences,
-        write_metrics,
-    )
-    from farm.methods.sft import train_sft
+    from farm.methods.data import prompt_text, read_instructions, read_preferences
+    from farm.methods.loop import train_sft, write_metrics
+    from farm.methods.scorers import RewardModelScorer
     from farm.models.generation import generate
     from farm.models.loading import load_causal_lm, save_model
 
@@ -115,26 +109,26 @@ def run(cfg: Config) -> dict[str, Any]:
         raise FarmError("correct needs `policy` and `preferences`",
                         field="policy" if not cfg.policy else "preferences")
     out = Path(cfg.output_dir)
-    examples = correction_examples(read_preferences(cfg.preferences), cfg.identity_share, cfg.seed)
+    examples = correction_examples(read_preferences(cfg.preferences), cfg.identity_share, cfg.train.seed)
     corrector, ctok = load_causal_lm(cfg.corrector or cfg.policy, device="cpu")
-    res = train_sft(corrector, ctok, examples, cfg.train, max_len=cfg.max_len, style=cfg.style)
+    res = train_sft(corrector, ctok, examples, cfg.train, max_len=cfg.max_len, style=cfg.prompt_style)
     corrector = res["model"]
     save_model(corrector, ctok, out / "corrector")
     metrics: dict[str, Any] = {"n_examples": len(examples), "corrector_loss": res["loss"],
                                "corrector": str(out / "corrector")}
     if cfg.eval_prompts:
-        policy, tok = load_causal_lm(cfg.policy, device=cfg.device)
+        policy, tok = load_causal_lm(cfg.policy, device=cfg.train.device)
         evals = read_instructions(cfg.eval_prompts)
-        drafts = generate(policy, tok, [prompt_text(r, tok, cfg.style) for r in evals],
+        drafts = generate(policy, tok, [prompt_text(r, tok, cfg.prompt_style) for r in evals],
                           max_new_tokens=cfg.max_new_tokens, temperature=max(cfg.eval_temperature, 1e-6),
-                          greedy=cfg.eval_temperature <= 0, seed=cfg.seed + 7).texts
+                          greedy=cfg.eval_temperature <= 0, seed=cfg.train.seed + 7).texts
         fixed = correct_answers(corrector.to(policy.device), ctok, evals, drafts, cfg.max_new_tokens)
         outs = [{"instruction": r["instruction"], "input": r.get("input", ""), "output": f, "generator": "correct",
                  "draft": d} for r, f, d in zip(evals, fixed, drafts)]
         metrics["outputs"] = str(write_model_outputs(out / "model_outputs.json", outs))
         metrics["changed_share"] = float(np.mean([f != d for f, d in zip(fixed, drafts)]))
         if cfg.reward_model:
-            scorer = RewardModelScorer(cfg.reward_model, style=cfg.style, device=cfg.device)
+            scorer = RewardModelScorer(cfg.reward_model, style=cfg.prompt_style, device=cfg.train.device)
             metrics.update(eval_score=float(np.mean(scorer.score(evals, fixed))),
                            eval_score_draft=float(np.mean(scorer.score(evals, drafts))))
     write_metrics(out, metrics)

@@ -22,11 +22,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from farm.methods.common import Scorer, prompt_text
+from farm.methods.data import prompt_text
+from farm.methods.scorers import Scorer, best_by_score, knockout
 
 CRITIQUE_PROMPT = ("Here is a request and an answer.\n\nRequest: {instruction}\n{input}\n\nAnswer: {answer}\n\n"
                    "Point out what is wrong or missing in the answer, briefly.")
@@ -37,6 +38,8 @@ REVISION_PROMPT = ("Request: {instruction}\n{input}\n\nAnswer: {answer}\n\nCriti
 @dataclass
 class Config:
     """`farm train critique_revise --config configs/train_critique_revise.yaml`"""
+
+    RENAMED: ClassVar[dict[str, str]] = {"style": "prompt_style"}
 
     policy: str = ""
     """the policy that answers, critiques (critique: model) and revises"""
@@ -65,7 +68,7 @@ class Config:
     """sampling temperature of the first answer (0 = greedy)"""
     max_new_tokens: int = 32
     """answer (and critique) length cap"""
-    style: str = "alpaca"
+    prompt_style: str = "alpaca"
     """prompt format: alpaca or chat (critique/revision prompts go through the same format as instructions)"""
     seed: int = 0
     """sampling and judging seed"""
@@ -86,13 +89,9 @@ class Judge:
         self.scorer, self.annotator, self.seed, self.cache = scorer, annotator, seed, cache
 
     def best(self, records: Sequence[dict], groups: Sequence[Sequence[str]]) -> list[int]:
-        from farm.methods.best_of_n import knockout, pick_best
-
         if self.scorer is None:
             return knockout(self.annotator, records, groups, self.seed, self.cache)
-        n = len(groups[0])
-        scores = self.scorer.score([r for r in records for _ in range(n)], [t for g in groups for t in g])
-        return [i - k * n for k, i in enumerate(pick_best(scores, n))]
+        return best_by_score(self.scorer, records, groups)[0]
 
     def prefers_new(self, records: Sequence[dict], current: Sequence[str], new: Sequence[str]) -> list[float]:
         """P(new better than current) per record: a 0/1 score comparison or the annotator's verdict (invalid =
@@ -128,9 +127,9 @@ def critique_revise(policy, tok, records: Sequence[dict], judge: Judge, cfg: Con
 
     def formatted(template: str, r: dict, **kw) -> str:
         return prompt_text({"instruction": template.format(instruction=r["instruction"],
-                                                           input=r.get("input", ""), **kw)}, tok, cfg.style)
+                                                           input=r.get("input", ""), **kw)}, tok, cfg.prompt_style)
 
-    answers = sample([prompt_text(r, tok, cfg.style) for r in records], cfg.eval_temperature, cfg.seed + 7)
+    answers = sample([prompt_text(r, tok, cfg.prompt_style) for r in records], cfg.eval_temperature, cfg.seed + 7)
     critiques = ["" for _ in records]
     log: list[dict] = []
     template = cfg.revision_prompt or (REVISION_PROMPT if cfg.critique == "model" else "")
@@ -138,7 +137,7 @@ def critique_revise(policy, tok, records: Sequence[dict], judge: Judge, cfg: Con
         if cfg.critique == "model":
             critiques = sample([formatted(cfg.critique_prompt, r, answer=a) for r, a in zip(records, answers)],
                                cfg.temperature, cfg.seed + 100 * k)
-        prompts = [formatted(template, r, answer=a, critique=c) if template else prompt_text(r, tok, cfg.style)
+        prompts = [formatted(template, r, answer=a, critique=c) if template else prompt_text(r, tok, cfg.prompt_style)
                    for r, a, c in zip(records, answers, critiques)]
         n = cfg.n_revisions
         texts = sample([p for p in prompts for _ in range(n)], cfg.temperature, cfg.seed + 100 * k + 1)
@@ -158,7 +157,9 @@ def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, 
     """Answer `eval_prompts` with critique-and-revise; write model_outputs.json, rounds.jsonl, metrics.json."""
     from farm.errors import FarmError
     from farm.io import write_model_outputs, write_records
-    from farm.methods.common import RewardModelScorer, read_instructions, write_metrics
+    from farm.methods.data import read_instructions
+    from farm.methods.loop import write_metrics
+    from farm.methods.scorers import RewardModelScorer
     from farm.models.loading import load_causal_lm
 
     if not cfg.policy or not cfg.eval_prompts:
@@ -170,7 +171,7 @@ def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, 
         raise FarmError("critique_revise needs exactly one judge: reward_model or annotator", field="reward_model")
     out = Path(cfg.output_dir)
     if cfg.reward_model:
-        scorer = RewardModelScorer(cfg.reward_model, style=cfg.style, device=cfg.device)
+        scorer = RewardModelScorer(cfg.reward_model, style=cfg.prompt_style, device=cfg.device)
     judge = Judge(scorer, annotator or cfg.annotator or None, seed=cfg.seed,
                   cache=str(out / "annotations.sqlite") if (annotator or cfg.annotator) else None)
     policy, tok = load_causal_lm(cfg.policy, device=cfg.device)

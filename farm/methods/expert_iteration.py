@@ -14,16 +14,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from farm.methods.best_of_n import best_of_n
-from farm.methods.common import RewardModelScorer, Scorer, TrainConfig, read_instructions, write_metrics
-from farm.methods.sft import train_sft
+from farm.methods.data import read_instructions
+from farm.methods.loop import TrainConfig, train_sft, write_metrics
+from farm.methods.scorers import RewardModelScorer, Scorer, best_by_score, sample_groups
 
 
 @dataclass
 class Config:
-    """`farm train expert_iteration --config configs/train_expert_iteration.yaml`"""
+    """`farm train expert_iteration --config configs/train_expert_iteration.yaml`. Defaults fit a tiny model on
+    CPU (`farm compare`); AlpacaFarm's 7B run: one round, n 16, SFT lr 2e-5 for 1 epoch."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"style": "prompt_style"}
 
     policy: str
     """initial policy folder (usually the SFT model)"""
@@ -35,9 +38,9 @@ class Config:
     """round_<k>/ (winners.json, model) and the final output_dir/model go here"""
     rounds: int = 1
     """best-of-n → SFT rounds"""
-    n: int = 16
-    """candidates per prompt"""
-    prompts_per_round: int = 0
+    n: int = 8
+    """candidates per prompt (AlpacaFarm: 16)"""
+    prompts_per_round: int = 400
     """prompts used per round, a seeded slice of `prompts` (0 = all)"""
     temperature: float = 1.0
     """sampling temperature"""
@@ -45,12 +48,12 @@ class Config:
     """response length limit"""
     gen_batch_size: int = 16
     """sequences per generation batch"""
-    max_len: int = 512
-    """SFT prompt + response tokens"""
-    style: str = "alpaca"
+    max_len: int = 160
+    """SFT prompt + response tokens (512 for real models)"""
+    prompt_style: str = "alpaca"
     """prompt format: alpaca or chat"""
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=2e-5, epochs=1.0))
-    """SFT settings of each round"""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, epochs=2.0, per_device_batch_size=32))
+    """SFT settings of each round (tiny models: lr 1e-3, 2 epochs; a 7B: lr 2e-5, 1 epoch)"""
 
 
 def expert_iteration(model, tokenizer, prompts: Sequence[dict], scorer: Scorer, *, rounds: int, n: int,
@@ -75,10 +78,13 @@ def expert_iteration(model, tokenizer, prompts: Sequence[dict], scorer: Scorer, 
         batch = [prompts[i] for i in order[:prompts_per_round or len(prompts)]]
         if rdir is not None and (rdir / "winners.json").exists():
             winners = read_model_outputs(rdir / "winners.json")
-        else:
-            winners = best_of_n(model, tokenizer, batch, n, scorer, temperature=temperature,
-                                max_new_tokens=max_new_tokens, batch_size=gen_batch_size, style=style,
-                                seed=tc.seed * 1000 + k, generator=f"expert_iteration_round_{k}")
+        else:  # the expert: the scorer's best of n samples per prompt
+            groups = sample_groups(model, tokenizer, batch, n, temperature=temperature, max_new_tokens=max_new_tokens,
+                                   batch_size=gen_batch_size, style=style, seed=tc.seed * 1000 + k)
+            best, scores = best_by_score(scorer, batch, groups)
+            winners = [{"instruction": r["instruction"], "input": r.get("input", ""), "output": g[b],
+                        "generator": f"expert_iteration_round_{k}", "score": sc, "candidates": n}
+                       for r, g, b, sc in zip(batch, groups, best, scores)]
             if rdir is not None:
                 write_model_outputs(rdir / "winners.json", winners)
         result = train_sft(model, tokenizer, winners, tc, max_len=max_len, style=style, out_dir=rdir)
@@ -97,11 +103,11 @@ def run(cfg: Config) -> dict[str, Any]:
 
     prompts = read_instructions(cfg.prompts)
     model, tok = load_causal_lm(cfg.policy, device=cfg.train.device, dtype=cfg.train.dtype)
-    scorer = RewardModelScorer(cfg.reward_model, device=cfg.train.device, style=cfg.style, max_len=cfg.max_len)
+    scorer = RewardModelScorer(cfg.reward_model, device=cfg.train.device, style=cfg.prompt_style, max_len=cfg.max_len)
     out = expert_iteration(model, tok, prompts, scorer, rounds=cfg.rounds, n=cfg.n, tc=cfg.train,
                            prompts_per_round=cfg.prompts_per_round, temperature=cfg.temperature,
                            max_new_tokens=cfg.max_new_tokens, gen_batch_size=cfg.gen_batch_size,
-                           max_len=cfg.max_len, style=cfg.style, out_dir=cfg.output_dir)
+                           max_len=cfg.max_len, style=cfg.prompt_style, out_dir=cfg.output_dir)
     metrics = {"rounds": out["rounds"],
                "model_dir": str(save_model(out["model"], out["tokenizer"], Path(cfg.output_dir) / "model"))}
     write_metrics(cfg.output_dir, metrics)

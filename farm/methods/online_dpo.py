@@ -7,10 +7,12 @@ docs/methods/online_dpo.md.
 One round:
 1. k responses per prompt from the current policy at `temperature` (temperature only; no top-k/top-p);
 2. the judge (any annotator: an LLM judge folder, a pool, a simulated judge) runs a knockout for the best response
-   and a reversed knockout for the worst (`best_of_n.knockout(pick=...)`; both share their first-round matches);
+   and a reversed knockout for the worst (`scorers.knockout(pick=...)`; both share their first-round matches);
 3. (best, worst) is a DPO pair (dropped when the two texts are equal);
 4. one pass of the DPO loss (`dpo.LOSSES[loss]` + `nll_weight` × NLL of chosen) over the round's pairs, with the
-   frozen reference = the starting policy (log-probs precomputed per round).
+   frozen reference = the starting policy (log-probs precomputed per round), through the floor's
+   `pairs.train_pairs`. Online DPO imports DPO's loss table and nothing else of dpo.py: one definition of each
+   loss, read where DPO is read.
 
 Departures (on purpose): the reference stays the starting policy in every round (the KL anchor does not drift);
 a finished round is saved (`round_<k>/model`, `round_<k>/pairs.jsonl`) and skipped on a re-run, so a killed run
@@ -25,17 +27,22 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from farm.methods import dpo
-from farm.methods.common import TrainConfig, prompt_text, read_instructions, write_metrics
+from farm.methods.data import prompt_text, read_instructions
+from farm.methods.dpo import LOSSES
+from farm.methods.loop import TrainConfig, write_metrics
+from farm.methods.pairs import train_pairs
+from farm.methods.scorers import knockout, sample_groups
 
 
 @dataclass
 class Config:
     """`farm train online_dpo --config configs/train_online_dpo.yaml` or `online_dpo.run(Config(...))`."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"seed": "train.seed"}
 
     policy: str = ""
     """starting policy (usually the SFT model); also the frozen reference unless `reference` is set"""
@@ -62,7 +69,7 @@ class Config:
     gen_batch_size: int = 64
     """sequences per generation batch"""
     loss: str = "sigmoid"
-    """a loss of dpo.LOSSES: sigmoid (DPO), ipo, length_normalised"""
+    """a loss of dpo.LOSSES: sigmoid (DPO), ipo, length_normalised, ..."""
     beta: float = 0.1
     """DPO's β (not portable between summed and length-normalised log-probs)"""
     nll_weight: float = 1.0
@@ -70,33 +77,28 @@ class Config:
     near-identical on-policy pairs, moves that mass to other wrong answers"""
     prompt_style: str = "alpaca"
     """alpaca or chat"""
-    seed: int = 0
-    """prompt slices, sampling and the judge's seed"""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=1.0, schedule="constant",
                                                                    warmup_ratio=0.0, per_device_batch_size=32))
-    """optimisation of each round's DPO pass"""
+    """optimisation of each round's DPO pass (tiny models lr 1e-4; a 7B ~5e-7); `train.seed` also seeds the prompt
+    slices, the sampling and the judge"""
 
     def __post_init__(self):
         if self.k < 2:
             raise ValueError("k must be at least 2 (a pair needs two responses)")
-        if self.loss not in dpo.LOSSES:
-            raise ValueError(f"loss must be one of {list(dpo.LOSSES)}, got {self.loss!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {list(LOSSES)}, got {self.loss!r}")
 
 
 def round_pairs(policy, tokenizer, records: Sequence[dict], annotator, cfg: Config, round_: int,
                 cache_path: str | None = None) -> tuple[list[dict], dict]:
     """Sample k responses per record, judge best and worst, return DPO examples {prompt, chosen, rejected,
     instruction, input} and the round's stats."""
-    from farm.methods.best_of_n import knockout
-    from farm.models.generation import generate
-
-    k = cfg.k
+    seed = cfg.train.seed * 1000 + round_
     prompts = [prompt_text(r, tokenizer, cfg.prompt_style) for r in records]
-    texts = generate(policy, tokenizer, [p for p in prompts for _ in range(k)], max_new_tokens=cfg.max_new_tokens,
-                     temperature=cfg.temperature, batch_size=cfg.gen_batch_size, seed=cfg.seed * 1000 + round_,
-                     max_prompt_tokens=cfg.max_prompt_tokens).texts
-    groups = [texts[i * k:(i + 1) * k] for i in range(len(records))]
-    seed = cfg.seed * 1000 + round_
+    groups = sample_groups(policy, tokenizer, records, cfg.k, temperature=cfg.temperature,
+                           max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size, style=cfg.prompt_style,
+                           seed=seed, max_prompt_tokens=cfg.max_prompt_tokens)
+    texts = [t for g in groups for t in g]
     best = knockout(annotator, records, groups, seed=seed, cache_path=cache_path)
     worst = knockout(annotator, records, groups, seed=seed, cache_path=cache_path, pick="worst")
     examples = [{"prompt": p, "chosen": g[b], "rejected": g[w], "instruction": r.get("instruction", ""),
@@ -122,9 +124,6 @@ def train(policy, tokenizer, records: Sequence[dict], annotator, cfg: Config, *,
     ref_policy = ref_policy if ref_policy is not None else copy.deepcopy(policy)
     ref_policy.requires_grad_(False).eval()
     cache = str(Path(out_dir) / "judge_cache.sqlite") if out_dir is not None else None
-    dcfg = dpo.Config(loss=cfg.loss, beta=cfg.beta, nll_weight=cfg.nll_weight, prompt_style=cfg.prompt_style,
-                      max_prompt_tokens=cfg.max_prompt_tokens, max_response_tokens=cfg.max_new_tokens + 1,
-                      train=cfg.train)
     history: list[dict] = []
     finished: Path | None = None  # the last finished round's model, loaded once before the first round to run
 
@@ -141,7 +140,7 @@ def train(policy, tokenizer, records: Sequence[dict], annotator, cfg: Config, *,
         if finished is not None:
             load_finished()
             finished = None
-        order = np.random.default_rng([cfg.seed, r]).permutation(len(records))
+        order = np.random.default_rng([cfg.train.seed, r]).permutation(len(records))
         batch = [records[i] for i in order[:cfg.prompts_per_round or len(records)]]
         if rdir is not None and (rdir / "pairs.jsonl").exists():
             examples = read_records(rdir / "pairs.jsonl")
@@ -153,8 +152,10 @@ def train(policy, tokenizer, records: Sequence[dict], annotator, cfg: Config, *,
         row: dict[str, Any] = {"round": r, **stats}
         if examples:
             tc = dataclasses.replace(cfg.train, seed=cfg.train.seed + r, save_every=0)
-            res = dpo.train(policy, tokenizer, [{k: e[k] for k in ("prompt", "chosen", "rejected")} for e in examples],
-                            dataclasses.replace(dcfg, train=tc), ref_model=ref_policy)
+            res = train_pairs(policy, tokenizer, [{k: e[k] for k in ("prompt", "chosen", "rejected")} for e in examples],
+                              LOSSES[cfg.loss], tc, beta=cfg.beta, nll_weight=cfg.nll_weight,
+                              max_prompt_tokens=cfg.max_prompt_tokens, max_response_tokens=cfg.max_new_tokens + 1,
+                              ref_model=ref_policy, desc=f"dpo[{cfg.loss}]")
             last = res["history"][-1] if res["history"] else {}
             row.update(loss=res["loss"], steps=res["steps"],
                        **{k: last[k] for k in ("accuracy", "reward_margin", "logp_chosen", "logp_rejected")
@@ -188,7 +189,7 @@ def run(cfg: Config, annotator=None) -> dict[str, Any]:
         annotator = load_annotator(cfg.judge)
     import torch
 
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.train.seed)
     policy, tok = load_causal_lm(cfg.policy, device=cfg.train.device, dtype=cfg.train.dtype)
     ref, _ = load_causal_lm(cfg.reference or cfg.policy, device=cfg.train.device, dtype=cfg.train.dtype,
                             tokenizer=tok)

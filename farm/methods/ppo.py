@@ -17,67 +17,64 @@ Departures and choices (each on purpose):
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from farm.methods import maths
-from farm.methods.common import Scorer, loop_checkpoint, prompt_text, save_loop_checkpoint
+from farm.methods.loop import RL_TRAIN_RENAMED, TrainConfig, make_optimizer, rl_train_config
+from farm.methods.rollout import (
+    KLController,
+    collect_rollout,
+    disable_dropout,
+    minibatch_updates,
+    response_logprobs_tail,
+    response_values,
+    start_run,
+    value_model_from_policy,
+)
+from farm.methods.scorers import REWARD_RENAMED, RewardSpec, Scorer
 from farm.types import Rollout
 
 
 @dataclass
 class Config:
-    """PPO. `farm train ppo configs/train_ppo.yaml` or `farm.methods.ppo.run(Config(...))`."""
+    """PPO. `farm train ppo --config configs/train_ppo.yaml` or `farm.methods.ppo.run(Config(...))`. Defaults fit
+    a tiny model on CPU (`farm compare`); each docstring says what a 7B run used (AlpacaFarm)."""
+
+    RENAMED: ClassVar[dict[str, str]] = {**RL_TRAIN_RENAMED, **REWARD_RENAMED}
 
     policy: str = ""
     """path of the starting policy (the SFT model); also the frozen reference unless `reference` is set"""
     prompts: str = ""
     """instructions file (records with instruction, optional input) used as RL prompts"""
-    reward_model: str = ""
-    """path of the reward model (a one-label sequence-classification model); or pass a scorer to `train`"""
-    reward_judge: str = ""
-    """an annotator (judge folder, pool, or simulated judge name such as gpt4_like) whose preference for each
-    response over the reference policy's greedy answer is the reward (`common.JudgeScorer`, in [0, 1]); used
-    instead of `reward_model`. One judge request per response, cached"""
-    judge_length_penalty: float = 0.0
-    """λ: a `reward_judge` reward loses λ per 10 characters the response is longer than the reference answer"""
-    judge_both_orders: bool = False
-    """ask the `reward_judge` about each response in both orders and average (2 requests per response)"""
-    judge_reference: str = "greedy"
-    """what a `reward_judge` compares each response with: the reference policy's greedy answer (asked once per
-    prompt) or a fresh `sample` of it at `temperature` for every batch (the judge cannot be gamed on one pair)"""
+    reward: RewardSpec = field(default_factory=RewardSpec)
+    """the reward: `reward.model` (a reward model), `reward.judge` (an annotator's verdict against the reference
+    policy's answer) or `reward.function`; or pass a scorer to `train`/`run`"""
     output_dir: str = "runs/ppo"
-    """where the checkpoint (`model/`), `metrics.jsonl` and `checkpoints/step_k/` go"""
+    """where `model/`, `metrics.jsonl`, `checkpoints/step_k/` and the resumable `checkpoint/` go"""
     reference: str = ""
     """path of the frozen reference policy ('' = the starting policy)"""
     value_model: str = ""
     """initialisation of the value model ('' = the reward model if given, else the policy's backbone)"""
-    steps: int = 30
+    steps: int = 40
     """rollout batches (PPO iterations)"""
-    rollout_batch_size: int = 16
-    """prompts sampled per iteration (one response each)"""
-    minibatch_size: int = 8
-    """rollouts per optimiser step"""
-    micro_batch_size: int = 8
+    rollout_batch_size: int = 32
+    """prompts sampled per iteration (one response each; AlpacaFarm 7B: 512)"""
+    minibatch_size: int = 16
+    """rollouts per optimiser step (a divisor of rollout_batch_size, or the last minibatch is smaller)"""
+    micro_batch_size: int = 16
     """rollouts per forward pass (gradient accumulation = minibatch / micro)"""
     epochs: int = 2
     """passes over each rollout batch (AlpacaFarm: 2)"""
-    lr: float = 1e-3
-    """policy learning rate (AlpacaFarm 7B: 1e-5; tiny models learn at ~1e-3)"""
     value_lr: float = 1e-3
-    """value model learning rate"""
-    max_grad_norm: float = 1.0
-    """gradient clipping for each model (0 = off)"""
-    kl_coef: float = 0.02
-    """initial β of the per-token KL penalty (AlpacaFarm: 0.0067–0.02)"""
+    """value model learning rate (the policy's is `train.lr`)"""
+    kl_coef: float = 0.05
+    """initial β of the per-token KL penalty (AlpacaFarm 7B: 0.0067–0.02)"""
     adaptive_kl: bool = False
     """adapt β towards `kl_target` (Ziegler et al.); False = fixed β"""
     kl_target: float = 6.0
@@ -106,105 +103,20 @@ class Config:
     """score given to responses that hit max_new_tokens without EOS (None = their own score)"""
     prompt_style: str = "alpaca"
     """alpaca or chat"""
-    save_every: int = 0
-    """save the policy every k iterations under checkpoints/step_k (0 = only at the end)"""
-    seed: int = 0
-    """seed for prompt order, sampling and initialisation"""
-    device: str = "auto"
-    """cpu, cuda or auto"""
-    dtype: str = "auto"
-    """fp32 on CPU, bf16 on capable GPUs"""
-    progress: bool = True
-    """progress bar (only on a TTY)"""
+    save_every: int = 10
+    """every k iterations: a policy snapshot in checkpoints/step_k (over-optimisation curves) and the resumable
+    `checkpoint/` (0 = only the final model)"""
+    train: TrainConfig = field(default_factory=lambda: rl_train_config(lr=1e-4))
+    """policy optimiser and run settings: lr (tiny models ~1e-4; AlpacaFarm 7B 1e-5), AdamW (torch defaults, ε 1e-5),
+    max_grad_norm (each model), seed (prompt order, sampling, initialisation), device, dtype, progress"""
 
     def __post_init__(self):
         if self.kl_estimator not in ("k1", "k3"):
             raise ValueError(f"kl_estimator must be k1 or k3, got {self.kl_estimator!r}")
-        if self.rollout_batch_size % self.minibatch_size or self.minibatch_size % self.micro_batch_size:
-            raise ValueError("rollout_batch_size must be a multiple of minibatch_size, and that of micro_batch_size")
-
-
-# ----- rollouts (shared with RLOO) -----
-
-
-def collect_rollout(policy, ref_policy, tokenizer, records: Sequence[dict], scorer: Scorer, *, temperature: float,
-                    max_new_tokens: int, max_prompt_tokens: int | None, seed: int,
-                    missing_eos_score: float | None = None, style: str = "alpaca", batch_size: int = 64,
-                    behaviour_logprobs: bool = True) -> tuple[Rollout, dict]:
-    """Sample one response per record (its `prompt`, else its formatted instruction), score it with
-    `scorer.score(records, texts)`, and compute behaviour and reference log-probs at the sampling temperature.
-    Returns the Rollout and timings {generation, scoring, logprobs} in seconds. `behaviour_logprobs=False` leaves
-    `ro.logprobs` to the caller (an on-policy single step gets them from its training forward)."""
-    from farm.models.generation import generate
-
-    prompts = [prompt_text(r, tokenizer, style) for r in records]
-    t0 = time.perf_counter()
-    g = generate(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_k=0,
-                 top_p=1.0, batch_size=batch_size, seed=seed, max_prompt_tokens=max_prompt_tokens)
-    t1 = time.perf_counter()
-    scores = torch.tensor([float(s) for s in scorer.score(records, g.texts)], dtype=torch.float32)
-    if missing_eos_score is not None:
-        scores = torch.where(torch.tensor(g.truncated), torch.tensor(missing_eos_score), scores)
-    t2 = time.perf_counter()
-    device = next(policy.parameters()).device
-    ro = Rollout(g.prompt_ids.to(device), g.prompt_mask.to(device), g.response_ids.to(device),
-                 g.response_mask.to(device), scores=scores.to(device), prompts=list(prompts), responses=g.texts)
-    if behaviour_logprobs:
-        ro.logprobs = batched_logprobs(policy, ro, temperature, batch_size)
-    ro.ref_logprobs = batched_logprobs(ref_policy, ro, temperature, batch_size)
-    return ro, {"time_generation": t1 - t0, "time_scoring": t2 - t1, "time_logprobs": time.perf_counter() - t2}
-
-
-def disable_dropout(*models) -> None:
-    """Dropout off in every module (nn.Dropout and attention dropout): the training forward must give the same
-    log-probs as the no-grad forwards that produced the behaviour/reference numbers (ratio 1, KL 0 at start)."""
-    for model in models:
-        for m in model.modules():
-            if isinstance(m, torch.nn.Dropout):
-                m.p = 0.0
-            if isinstance(getattr(m, "attention_dropout", None), float):
-                m.attention_dropout = 0.0
-
-
-def response_logprobs_tail(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature: float = 1.0,
-                           return_entropy: bool = False):
-    """`maths.response_logprobs`, but the LM head runs only on the last R+1 positions (`logits_to_keep`): with a
-    small model the vocabulary projection of the prompt positions is a large share of a step. (B, R) fp32
-    (and the entropy (B, R) with `return_entropy`)."""
-    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
-    mask = torch.cat([prompt_mask, response_mask], dim=1)
-    R = response_ids.shape[1]
-    try:
-        out = model(input_ids=input_ids, attention_mask=mask, position_ids=maths.position_ids_from_mask(mask),
-                    logits_to_keep=R + 1)
-    except TypeError:  # a model without logits_to_keep: the plain path
-        return maths.response_logprobs(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature,
-                                       return_entropy)
-    logits = out.logits[:, -(R + 1):-1]  # logits at t predict token t+1 → the R response tokens
-    lp = maths.logprobs_from_logits(logits, response_ids, temperature)
-    return (lp, maths.entropy_from_logits(logits, temperature)) if return_entropy else lp
-
-
-@torch.no_grad()
-def batched_logprobs(model, ro: Rollout, temperature: float, batch_size: int = 64) -> torch.Tensor:
-    """Log-probs (B, R) of the rollout's responses under `model` in eval mode (no dropout), fp32."""
-    was_training = model.training
-    model.eval()
-    out = [response_logprobs_tail(model, ro.prompt_ids[s:s + batch_size], ro.prompt_mask[s:s + batch_size],
-                                   ro.response_ids[s:s + batch_size], ro.response_mask[s:s + batch_size],
-                                   temperature) for s in range(0, len(ro), batch_size)]
-    model.train(was_training)
-    return torch.cat(out)
-
-
-def response_values(value_model, ro: Rollout, idx=slice(None)) -> torch.Tensor:
-    """V(s_t) (B, R): the value head at the position that PREDICTS response token t (the state before it)."""
-    from farm.models.loading import scalar_values
-
-    ids = torch.cat([ro.prompt_ids[idx], ro.response_ids[idx]], 1)
-    mask = torch.cat([ro.prompt_mask[idx], ro.response_mask[idx]], 1)
-    P = ro.prompt_ids.shape[1]
-    return scalar_values(value_model, ids, mask)[:, P - 1:-1]
+        if min(self.rollout_batch_size, self.minibatch_size, self.micro_batch_size) < 1:
+            raise ValueError("rollout_batch_size, minibatch_size and micro_batch_size must be >= 1")
+        # sizes that do not divide leave a smaller last minibatch / micro-batch: each minibatch's loss is normalised
+        # by its own tokens, so the update stays independent of the micro-batch split
 
 
 # ----- the loss -----
@@ -222,23 +134,6 @@ def ppo_losses(logprobs, old_logprobs, advantages, values, old_values, returns, 
     with torch.no_grad():
         stats["vf_clipfrac"] = maths.masked_mean(((values - old_values).abs() > value_clip).float(), mask).item()
     return pg_loss * share, vf_loss * share, stats
-
-
-# ----- KL controller -----
-
-
-@dataclass
-class KLController:
-    """Fixed β, or Ziegler et al.'s proportional controller: β ← β(1 + clip(KL/target - 1, ±0.2)·n/horizon)."""
-
-    value: float
-    target: float | None = None
-    horizon: int = 10000
-
-    def update(self, kl: float, n: int) -> None:
-        if self.target is not None:
-            error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
-            self.value *= 1.0 + error * n / self.horizon
 
 
 # ----- training -----
@@ -261,7 +156,7 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
 
     from tqdm.auto import tqdm
 
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.train.seed)
     ref_policy = ref_policy if ref_policy is not None else copy.deepcopy(policy)
     ref_policy.requires_grad_(False).eval()
     if value_model is None:
@@ -269,10 +164,10 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
     disable_dropout(policy, value_model)
     pol_params = [p for p in policy.parameters() if p.requires_grad]
     val_params = [p for p in value_model.parameters() if p.requires_grad]
-    pol_opt = torch.optim.AdamW(pol_params, lr=cfg.lr, eps=1e-5)
-    val_opt = torch.optim.AdamW(val_params, lr=cfg.value_lr, eps=1e-5)
+    pol_opt = make_optimizer(pol_params, cfg.train)
+    val_opt = make_optimizer(val_params, cfg.train, lr=cfg.value_lr)
     kl_ctl = KLController(cfg.kl_coef, cfg.kl_target if cfg.adaptive_kl else None, cfg.kl_horizon)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.train.seed)
     history: list[dict] = []
     if resume:
         pol_opt.load_state_dict(resume["pol_opt"])
@@ -280,7 +175,7 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
         kl_ctl.value, rng.bit_generator.state = resume["kl_coef"], resume["rng"]
         torch.set_rng_state(resume["torch_rng"])
         history = list(resume["history"])
-    for step in tqdm(range(len(history) + 1, cfg.steps + 1), desc="ppo", disable=not cfg.progress, leave=False):
+    for step in tqdm(range(len(history) + 1, cfg.steps + 1), desc="ppo", disable=not cfg.train.progress, leave=False):
         batch = [records[i] for i in rng.choice(len(records), cfg.rollout_batch_size,
                                                 replace=len(records) < cfg.rollout_batch_size)]
         ro, timing = collect_rollout(policy, ref_policy, tokenizer, batch, scorer, style=cfg.prompt_style,
@@ -323,37 +218,6 @@ def _has_eos(ro: Rollout, tokenizer) -> torch.Tensor:
     return (ro.response_ids[torch.arange(len(ro)), last] == tokenizer.eos_token_id).float()
 
 
-def minibatch_updates(ro: Rollout, cfg: Config, rng: np.random.Generator, params_opts, micro_step) -> dict:
-    """`cfg.epochs` passes of shuffled minibatches over one rollout batch, shared by PPO and Safe PPO.
-
-    `micro_step(i, n_tokens)` computes and back-propagates the losses of micro-batch indices `i` (normalised by
-    the minibatch's `n_tokens`, so accumulation does not change the update) and returns its stats; each
-    (params, optimizer) pair then takes one clipped step per minibatch. Stats named `*_loss` are summed over
-    micro-batches (already shares of the minibatch), others weighted by the micro-batch's token share; the result
-    averages them over minibatches."""
-    sums: dict[str, float] = {}
-    n = 0
-    mask = ro.response_mask.float()
-    for _ in range(cfg.epochs):
-        order = torch.as_tensor(rng.permutation(len(ro)), device=mask.device)
-        for s in range(0, len(ro), cfg.minibatch_size):
-            mb = order[s:s + cfg.minibatch_size]
-            n_tokens = mask[mb].sum().clamp(min=1)
-            for m in range(0, len(mb), cfg.micro_batch_size):
-                i = mb[m:m + cfg.micro_batch_size]
-                for k, v in micro_step(i, n_tokens).items():
-                    w = 1.0 if k.endswith("_loss") else (mask[i].sum() / n_tokens).item()
-                    sums[k] = sums.get(k, 0.0) + v * w
-            for params, opt in params_opts:
-                norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0
-                                                      else math.inf)
-                if torch.isfinite(norm):  # NaN guard: skip a poisoned step
-                    opt.step()
-                opt.zero_grad(set_to_none=True)
-            n += 1
-    return {k: v / max(n, 1) for k, v in sums.items()}
-
-
 def update_on_rollout(policy, value_model, pol_opt, val_opt, pol_params, val_params, ro: Rollout,
                       advantages, returns, old_values, cfg: Config, rng: np.random.Generator) -> dict:
     """`cfg.epochs` passes of shuffled minibatches over one rollout batch. Returns averaged statistics."""
@@ -370,69 +234,32 @@ def update_on_rollout(policy, value_model, pol_opt, val_opt, pol_params, val_par
                   entropy=maths.masked_mean(ent.detach(), mask[i]).item())
         return st
 
-    return minibatch_updates(ro, cfg, rng, ((pol_params, pol_opt), (val_params, val_opt)), micro_step)
-
-
-def value_model_from_policy(policy):
-    """A one-output sequence-classification model sharing the policy's ARCHITECTURE and initial weights (a
-    copy, not shared), with the head at zero so initial values are 0."""
-    from transformers import AutoModelForSequenceClassification
-
-    config = policy.config.__class__.from_dict(policy.config.to_dict())
-    config.num_labels = 1
-    vm = AutoModelForSequenceClassification.from_config(config)
-    backbone = getattr(vm, vm.base_model_prefix)
-    backbone.load_state_dict(getattr(policy, policy.base_model_prefix).state_dict())
-    from farm.models.loading import score_head
-
-    with torch.no_grad():
-        score_head(vm).weight.zero_()
-    return vm.to(next(policy.parameters()).device)
+    return minibatch_updates(mask.sum(-1), micro_step, ((pol_params, pol_opt), (val_params, val_opt)),
+                             epochs=cfg.epochs, minibatch_size=cfg.minibatch_size,
+                             micro_batch_size=cfg.micro_batch_size, max_grad_norm=cfg.train.max_grad_norm, rng=rng)
 
 
 # ----- file-level entry point -----
 
 
 def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, Any]:
-    """Read `cfg.prompts`, train from `cfg.policy` against `scorer` (default: `cfg.reward_model`), write
-    `model/`, `metrics.jsonl` (per-iteration reward, KL, ... for over-optimisation curves) under `cfg.output_dir`.
-    With `save_every`, policy snapshots go to `checkpoints/step_k` and a resumable `checkpoint/` (policy, value
-    model, loop state) is kept: re-running the same command continues from it."""
-    from farm.errors import FarmError
-    from farm.io import atomic_write_text
-    from farm.methods.common import read_instructions, reward_scorer, scorer_stats
-    from farm.models.loading import load_causal_lm, load_scalar_model, save_model
+    """Read `cfg.prompts`, train from `cfg.policy` against `scorer` (default: `cfg.reward`), write `model/`,
+    `metrics.jsonl` (per-iteration reward, KL, ... for over-optimisation curves) under `cfg.output_dir`. With
+    `save_every`, policy snapshots go to `checkpoints/step_k` and a resumable `checkpoint/` (policy, value model,
+    loop state) is kept: re-running the same command continues from it."""
+    from farm.models.loading import load_scalar_model, save_model
 
-    if not cfg.policy or not cfg.prompts:
-        raise FarmError("ppo needs `policy` and `prompts`", field="policy" if not cfg.policy else "prompts")
-    torch.manual_seed(cfg.seed)
-    policy, tok = load_causal_lm(cfg.policy, device=cfg.device, dtype=cfg.dtype)
-    ref, _ = load_causal_lm(cfg.reference or cfg.policy, device=cfg.device, dtype=cfg.dtype, tokenizer=tok)
-    scorer = scorer or reward_scorer(cfg, "ppo", ref, tok, annotator)
-    value_init = cfg.value_model or cfg.reward_model
-    value_model = (load_scalar_model(value_init, device=cfg.device, dtype=cfg.dtype, tokenizer=tok)[0]
+    r = start_run(cfg, "ppo", ("policy", "value"), scorer, annotator)
+    tc = cfg.train
+    value_init = str(r.checkpoint / "value") if r.resume else (cfg.value_model or cfg.reward.model)
+    value_model = (load_scalar_model(value_init, device=tc.device, dtype=tc.dtype, tokenizer=r.tokenizer)[0]
                    if value_init else None)
-    records = read_instructions(cfg.prompts)
-    out = Path(cfg.output_dir)
-    ckpt = out / "checkpoint"
-    resume = loop_checkpoint(ckpt, ("policy", "value"))
-    if resume:
-        policy, _ = load_causal_lm(str(ckpt / "policy"), device=cfg.device, dtype=cfg.dtype, tokenizer=tok)
-        value_model, _ = load_scalar_model(str(ckpt / "value"), device=cfg.device, dtype=cfg.dtype, tokenizer=tok)
-    lines: list[str] = [json.dumps(r) for r in (resume or {}).get("history", [])]
-
-    def log(row: dict) -> None:
-        lines.append(json.dumps(row))
-        atomic_write_text(out / "metrics.jsonl", "\n".join(lines) + "\n")
 
     def on_step(step: int, model, value, state: dict) -> None:
         if cfg.save_every and step % cfg.save_every == 0:
-            save_model(model, tok, out / "checkpoints" / f"step_{step}")  # for over-optimisation curves
-            save_loop_checkpoint(ckpt, tok, step, state, policy=model, value=value)  # resumable
+            save_model(model, r.tokenizer, r.out / "checkpoints" / f"step_{step}")  # for over-optimisation curves
+            r.save(step, state, policy=model, value=value)  # resumable
 
-    history = train(policy, tok, records, scorer, cfg, ref_policy=ref, value_model=value_model, log=log,
-                    on_step=on_step, resume=resume)
-    save_model(policy, tok, out / "model")
-    last = history[-1]
-    return {"model": str(out / "model"), "metrics": str(out / "metrics.jsonl"), "steps": len(history),
-            "reward": last["reward"], "kl": last["kl"], **scorer_stats(scorer)}
+    history = train(r.policy, r.tokenizer, r.records, r.scorer, cfg, ref_policy=r.ref, value_model=value_model,
+                    log=r.log, on_step=on_step, resume=r.resume)
+    return r.finish(history)

@@ -18,11 +18,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from farm.methods.common import Scorer, TrainConfig, prompt_text
+from farm.methods.data import prompt_text
+from farm.methods.loop import TrainConfig
+from farm.methods.scorers import Scorer
 
 REWRITE_TEMPLATE = "### Rewrite the instruction so that it is answered well:\n{instruction}\n\n### Rewritten:\n"
 
@@ -30,6 +32,8 @@ REWRITE_TEMPLATE = "### Rewrite the instruction so that it is answered well:\n{i
 @dataclass
 class Config:
     """`farm train rewrite --config configs/train_rewrite.yaml`"""
+
+    RENAMED: ClassVar[dict[str, str]] = {"style": "prompt_style", "seed": "train.seed", "device": "train.device"}
 
     policy: str = ""
     """the frozen policy that answers (the SFT model)"""
@@ -65,14 +69,11 @@ class Config:
     """answer length cap"""
     rewrite_max_new_tokens: int = 48
     """rewritten-instruction length cap (the rewriter decodes greedily)"""
-    style: str = "alpaca"
+    prompt_style: str = "alpaca"
     """prompt format of the policy: alpaca or chat"""
-    seed: int = 0
-    """candidate draws, answer sampling and training seed"""
-    device: str = "auto"
-    """auto, cpu or cuda"""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, epochs=3.0, per_device_batch_size=16))
-    """rewriter SFT settings"""
+    """rewriter SFT settings (tiny models lr 1e-3); `train.seed` also seeds the candidate draws and the answer
+    sampling, `train.device` runs the policy"""
 
 
 def candidates(rec: dict, pool: Sequence[str], templates: Sequence[str], n_borrowed: int,
@@ -103,7 +104,7 @@ def best_rewrite(cands: Sequence[str], values: Sequence[float], min_gain: float)
 def _answer(model, tok, records: Sequence[dict], cfg: Config, temperature: float, seed: int) -> list[str]:
     from farm.models.generation import generate
 
-    prompts = [prompt_text(r, tok, cfg.style) for r in records]
+    prompts = [prompt_text(r, tok, cfg.prompt_style) for r in records]
     return generate(model, tok, prompts, max_new_tokens=cfg.max_new_tokens, temperature=max(temperature, 1e-6),
                     greedy=temperature <= 0, seed=seed).texts
 
@@ -111,11 +112,11 @@ def _answer(model, tok, records: Sequence[dict], cfg: Config, temperature: float
 def build_pairs(policy, tok, records: Sequence[dict], scorer: Scorer, cfg: Config) -> list[dict]:
     """One training pair per record: {instruction, input, rewrite, gain, values}, judged on the policy's answers
     to every candidate (n_answers each) scored against the original record."""
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.train.seed)
     pool = sorted({r["instruction"] for r in records})
     cands = [candidates(r, pool, cfg.templates, cfg.n_borrowed, rng) for r in records]
     flat = [({**r, "instruction": c}, r) for r, cs in zip(records, cands) for c in cs for _ in range(cfg.n_answers)]
-    texts = _answer(policy, tok, [f[0] for f in flat], cfg, cfg.temperature, cfg.seed + 1)
+    texts = _answer(policy, tok, [f[0] for f in flat], cfg, cfg.temperature, cfg.train.seed + 1)
     scores = scorer.score([f[1] for f in flat], texts)  # judged against the ORIGINAL instruction
     pairs, k = [], 0
     for r, cs in zip(records, cands):
@@ -134,7 +135,7 @@ def confirm(policy, tok, pairs: list[dict], scorer: Scorer, cfg: Config) -> list
     n = cfg.n_confirm
     recs = [{"instruction": x, "input": p["input"]} for p in todo for x in (p["rewrite"], p["instruction"])
             for _ in range(n)]
-    texts = _answer(policy, tok, recs, cfg, cfg.temperature, cfg.seed + 2)
+    texts = _answer(policy, tok, recs, cfg, cfg.temperature, cfg.train.seed + 2)
     scores = scorer.score([{"instruction": p["instruction"], "input": p["input"]} for p in todo for _ in range(2 * n)],
                           texts)
     for i, p in enumerate(todo):
@@ -171,8 +172,9 @@ def run(cfg: Config, scorer: Scorer | None = None) -> dict[str, Any]:
     the frozen policy's answers to the rewritten prompts, recorded under the ORIGINAL instruction."""
     from farm.errors import FarmError
     from farm.io import write_model_outputs, write_records
-    from farm.methods.common import RewardModelScorer, read_instructions, write_metrics
-    from farm.methods.sft import train_sft
+    from farm.methods.data import read_instructions
+    from farm.methods.loop import train_sft, write_metrics
+    from farm.methods.scorers import RewardModelScorer
     from farm.models.loading import load_causal_lm, save_model
 
     if not cfg.policy or not cfg.prompts:
@@ -180,14 +182,14 @@ def run(cfg: Config, scorer: Scorer | None = None) -> dict[str, Any]:
     if scorer is None and not cfg.reward_model:
         raise FarmError("rewrite needs a scorer: set `reward_model`", field="reward_model")
     out = Path(cfg.output_dir)
-    scorer = scorer or RewardModelScorer(cfg.reward_model, style=cfg.style, device=cfg.device)
-    policy, tok = load_causal_lm(cfg.policy, device=cfg.device)
+    scorer = scorer or RewardModelScorer(cfg.reward_model, style=cfg.prompt_style, device=cfg.train.device)
+    policy, tok = load_causal_lm(cfg.policy, device=cfg.train.device)
     records = read_instructions(cfg.prompts)
-    order = np.random.default_rng(cfg.seed).permutation(len(records))[:cfg.n_prompts]
+    order = np.random.default_rng(cfg.train.seed).permutation(len(records))[:cfg.n_prompts]
     pairs = build_pairs(policy, tok, [records[i] for i in order], scorer, cfg)
     write_records(out / "pairs.jsonl", pairs)
     rewriter, rtok = load_causal_lm(cfg.rewriter or cfg.policy, device="cpu")
-    res = train_sft(rewriter, rtok, rewriter_examples(pairs), cfg.train, max_len=256, style=cfg.style)
+    res = train_sft(rewriter, rtok, rewriter_examples(pairs), cfg.train, max_len=256, style=cfg.prompt_style)
     rewriter = res["model"]
     save_model(rewriter, rtok, out / "rewriter")
     metrics: dict[str, Any] = {"n_pairs": len(pairs), "rewritten_share": float(np.mean(
@@ -197,8 +199,8 @@ def run(cfg: Config, scorer: Scorer | None = None) -> dict[str, Any]:
         evals = read_instructions(cfg.eval_prompts)
         new = rewrite_instructions(rewriter, rtok, evals, cfg.rewrite_max_new_tokens)
         texts = _answer(policy, tok, [{**r, "instruction": n} for r, n in zip(evals, new)], cfg,
-                        cfg.eval_temperature, cfg.seed + 7)
-        direct = _answer(policy, tok, evals, cfg, cfg.eval_temperature, cfg.seed + 7)
+                        cfg.eval_temperature, cfg.train.seed + 7)
+        direct = _answer(policy, tok, evals, cfg, cfg.eval_temperature, cfg.train.seed + 7)
         outs = [{"instruction": r["instruction"], "input": r.get("input", ""), "output": t, "generator": "rewrite",
                  "rewritten_instruction": n} for r, t, n in zip(evals, texts, new)]
         metrics["outputs"] = str(write_model_outputs(out / "model_outputs.json", outs))

@@ -15,50 +15,45 @@ Choices:
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from farm.methods import maths
-from farm.methods.common import Scorer, loop_checkpoint, save_loop_checkpoint
-from farm.methods.ppo import collect_rollout, disable_dropout, response_logprobs_tail
+from farm.methods.loop import RL_TRAIN_RENAMED, TrainConfig, make_optimizer, rl_train_config
+from farm.methods.rollout import (
+    collect_rollout,
+    disable_dropout,
+    minibatch_updates,
+    response_logprobs_tail,
+    start_run,
+)
+from farm.methods.scorers import REWARD_RENAMED, RewardSpec, Scorer
 
 
 @dataclass
 class Config:
     """RLOO. `farm train rloo configs/train_rloo.yaml` or `farm.methods.rloo.run(Config(...))`."""
 
+    RENAMED: ClassVar[dict[str, str]] = {**RL_TRAIN_RENAMED, **REWARD_RENAMED}
+
     policy: str = ""
     """path of the starting policy; also the frozen reference unless `reference` is set"""
     prompts: str = ""
     """instructions file (records with instruction, optional input)"""
-    reward_model: str = ""
-    """path of the reward model; or pass a scorer to `train`/`run`"""
-    reward_judge: str = ""
-    """an annotator (judge folder, pool, or simulated judge name such as gpt4_like) whose preference for each
-    response over the reference policy's greedy answer is the reward (`common.JudgeScorer`, in [0, 1]); used
-    instead of `reward_model`. One judge request per response, cached"""
-    judge_length_penalty: float = 0.0
-    """λ: a `reward_judge` reward loses λ per 10 characters the response is longer than the reference answer"""
-    judge_both_orders: bool = False
-    """ask the `reward_judge` about each response in both orders and average (2 requests per response)"""
-    judge_reference: str = "greedy"
-    """what a `reward_judge` compares each response with: the reference policy's greedy answer (asked once per
-    prompt) or a fresh `sample` of it at `temperature` for every batch (the judge cannot be gamed on one pair)"""
+    reward: RewardSpec = field(default_factory=RewardSpec)
+    """the reward: `reward.model`, `reward.judge` or `reward.function` (as PPO's); or pass a scorer to `train`/`run`"""
     output_dir: str = "runs/rloo"
     """where `model/` and `metrics.jsonl` go"""
     reference: str = ""
     """frozen reference policy ('' = the starting policy)"""
     steps: int = 30
     """rollout batches"""
-    prompts_per_step: int = 4
+    prompts_per_step: int = 8
     """distinct prompts per rollout batch"""
     k: int = 4
     """responses per prompt (≥ 2: the baseline of one response is the mean of the other k-1)"""
@@ -68,10 +63,6 @@ class Config:
     """responses per forward pass"""
     epochs: int = 1
     """passes over each rollout batch (1 = plain REINFORCE: the ratio is 1 and the clip inactive)"""
-    lr: float = 1e-3
-    """learning rate (tiny models ~1e-3; 7B ~1e-6)"""
-    max_grad_norm: float = 1.0
-    """gradient clipping (0 = off)"""
     kl_coef: float = 0.05
     """β of the KL penalty (TRL's RLOO default 0.05)"""
     kl_in_reward: bool = True
@@ -92,14 +83,9 @@ class Config:
     """alpaca or chat"""
     save_every: int = 0
     """with k > 0: every k steps a resumable `checkpoint/` (policy + loop state); re-running continues from it"""
-    seed: int = 0
-    """seed for prompt order and sampling"""
-    device: str = "auto"
-    """cpu, cuda or auto"""
-    dtype: str = "auto"
-    """fp32 on CPU, bf16 on capable GPUs"""
-    progress: bool = True
-    """progress bar (only on a TTY)"""
+    train: TrainConfig = field(default_factory=lambda: rl_train_config(lr=3e-4))
+    """optimiser and run settings: lr (tiny models ~3e-4; 7B ~1e-6), AdamW (torch defaults, ε 1e-5),
+    max_grad_norm, seed (prompt order and sampling), device, dtype, progress"""
 
     def __post_init__(self):
         if self.k < 2:
@@ -142,20 +128,21 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
 
     from tqdm.auto import tqdm
 
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.train.seed)
     ref_policy = ref_policy if ref_policy is not None else copy.deepcopy(policy)
     ref_policy.requires_grad_(False).eval()
     disable_dropout(policy)
     params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, eps=1e-5)
-    rng = np.random.default_rng(cfg.seed)
+    opt = make_optimizer(params, cfg.train)
+    rng = np.random.default_rng(cfg.train.seed)
     history: list[dict] = []
     if resume:
         opt.load_state_dict(resume["opt"])
         rng.bit_generator.state = resume["rng"]
         torch.set_rng_state(resume["torch_rng"])
         history = list(resume["history"])
-    for step in tqdm(range(len(history) + 1, cfg.steps + 1), desc="rloo", disable=not cfg.progress, leave=False):
+    for step in tqdm(range(len(history) + 1, cfg.steps + 1), desc="rloo", disable=not cfg.train.progress,
+                     leave=False):
         chosen = rng.choice(len(records), cfg.prompts_per_step, replace=len(records) < cfg.prompts_per_step)
         batch = [records[i] for i in chosen for _ in range(cfg.k)]  # k consecutive copies per prompt
         # one rollout, one optimiser step, no micro-batching: the training forward IS the behaviour forward (ratio
@@ -177,35 +164,10 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
         adv = leave_one_out_advantages(rewards, cfg.k)
         if cfg.normalize_advantages:
             adv = (adv - adv.mean()) / (adv.std() + 1e-4)
-        old_seq = (ro.logprobs * mask).sum(-1)  # (B,)
-        sums: dict[str, float] = {}
-        n_updates = 0
-        for _ in range(cfg.epochs):
-            order = (torch.arange(len(ro)) if on_policy else torch.as_tensor(rng.permutation(len(ro)))).to(mask.device)
-            for s in range(0, len(ro), cfg.minibatch_size):
-                mb = order[s:s + cfg.minibatch_size]
-                for m in range(0, len(mb), cfg.micro_batch_size):
-                    i = mb[m:m + cfg.micro_batch_size]
-                    lp, ent = first if first is not None else response_logprobs_tail(
-                        policy, ro.prompt_ids[i], ro.prompt_mask[i], ro.response_ids[i], ro.response_mask[i],
-                        cfg.temperature, return_entropy=True)
-                    loss, st = rloo_loss((lp * mask[i]).sum(-1), old_seq[i], adv[i], cfg.clip, len(mb))
-                    if not cfg.kl_in_reward:  # KL as a loss: β · mean over this micro-batch's tokens, weighted
-                        k3 = maths.kl_estimate(lp, ro.ref_logprobs[i], "k3")
-                        loss = loss + cfg.kl_coef * maths.masked_mean(k3, mask[i]) * len(i) / len(mb)
-                    loss.backward()
-                    w = len(i) / len(mb)
-                    for key, v in {"loss": loss.item() / w, "entropy": maths.masked_mean(ent.detach(), mask[i]).item(),
-                                   **st}.items():
-                        sums[key] = sums.get(key, 0.0) + v * w
-                norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
-                if torch.isfinite(norm):  # NaN guard
-                    opt.step()
-                opt.zero_grad(set_to_none=True)
-                n_updates += 1
+        sums = update_on_rollout(policy, opt, params, ro, adv, first, cfg, None if on_policy else rng)
         row = {"step": step, "reward": ro.scores.mean().item(), "kl": kl_tok.sum(-1).mean().item(),
                "rlhf_reward": rewards.mean().item(), "response_length": mask.sum(-1).mean().item(),
-               **{k: v / max(n_updates, 1) for k, v in sums.items()}, **timing,
+               **sums, **timing,
                "time_update": time.perf_counter() - t_update}
         history.append(row)
         if log:
@@ -216,36 +178,39 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
     return history
 
 
+def update_on_rollout(policy, opt, params, ro, adv: torch.Tensor, first, cfg: Config,
+                      rng: np.random.Generator | None) -> dict:
+    """`cfg.epochs` passes of minibatches (`rollout.minibatch_updates`, one unit per sequence) of the clipped
+    sequence-level loss. `first` = (log-probs, entropy) of the on-policy path's single training forward (then `rng`
+    is None and the rollout keeps its order: that forward already holds every row)."""
+    mask = ro.response_mask.float()
+    old_seq = (ro.logprobs * mask).sum(-1)  # (B,)
+
+    def micro_step(i, n_seqs) -> dict:
+        lp, ent = first if first is not None else response_logprobs_tail(
+            policy, ro.prompt_ids[i], ro.prompt_mask[i], ro.response_ids[i], ro.response_mask[i],
+            cfg.temperature, return_entropy=True)
+        loss, st = rloo_loss((lp * mask[i]).sum(-1), old_seq[i], adv[i], cfg.clip, n_seqs)
+        if not cfg.kl_in_reward:  # KL as a loss: β · mean over this micro-batch's tokens, weighted
+            k3 = maths.kl_estimate(lp, ro.ref_logprobs[i], "k3")
+            loss = loss + cfg.kl_coef * maths.masked_mean(k3, mask[i]) * len(i) / float(n_seqs)
+        loss.backward()
+        return {"loss": loss.item(), "entropy": maths.masked_mean(ent.detach(), mask[i]).item(), **st}
+
+    return minibatch_updates(torch.ones(len(ro), device=mask.device), micro_step, [(params, opt)], epochs=cfg.epochs,
+                             minibatch_size=cfg.minibatch_size, micro_batch_size=cfg.micro_batch_size,
+                             max_grad_norm=cfg.train.max_grad_norm, rng=rng)
+
+
 def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, Any]:
-    """Read `cfg.prompts`, train from `cfg.policy` against `scorer` (default: `cfg.reward_model`), write
-    `model/` and `metrics.jsonl` under `cfg.output_dir`."""
-    from farm.errors import FarmError
-    from farm.io import atomic_write_text
-    from farm.methods.common import read_instructions, reward_scorer, scorer_stats
-    from farm.models.loading import load_causal_lm, save_model
-
-    if not cfg.policy or not cfg.prompts:
-        raise FarmError("rloo needs `policy` and `prompts`", field="policy" if not cfg.policy else "prompts")
-    policy, tok = load_causal_lm(cfg.policy, device=cfg.device, dtype=cfg.dtype)
-    ref, _ = load_causal_lm(cfg.reference or cfg.policy, device=cfg.device, dtype=cfg.dtype, tokenizer=tok)
-    scorer = scorer or reward_scorer(cfg, "rloo", ref, tok, annotator)
-    records = read_instructions(cfg.prompts)
-    out = Path(cfg.output_dir)
-    ckpt = out / "checkpoint"
-    resume = loop_checkpoint(ckpt, ("policy",))
-    if resume:
-        policy, _ = load_causal_lm(str(ckpt / "policy"), device=cfg.device, dtype=cfg.dtype, tokenizer=tok)
-    lines: list[str] = [json.dumps(r) for r in (resume or {}).get("history", [])]
-
-    def log(row: dict) -> None:
-        lines.append(json.dumps(row))
-        atomic_write_text(out / "metrics.jsonl", "\n".join(lines) + "\n")
+    """Read `cfg.prompts`, train from `cfg.policy` against `scorer` (default: `cfg.reward`), write `model/` and
+    `metrics.jsonl` under `cfg.output_dir`; with `save_every`, a re-run resumes from `checkpoint/`."""
+    r = start_run(cfg, "rloo", ("policy",), scorer, annotator)
 
     def on_step(step: int, model, state: dict) -> None:
         if cfg.save_every and step % cfg.save_every == 0:
-            save_loop_checkpoint(ckpt, tok, step, state, policy=model)
+            r.save(step, state, policy=model)
 
-    history = train(policy, tok, records, scorer, cfg, ref_policy=ref, log=log, on_step=on_step, resume=resume)
-    save_model(policy, tok, out / "model")
-    return {"model": str(out / "model"), "metrics": str(out / "metrics.jsonl"), "steps": len(history),
-            "reward": history[-1]["reward"], "kl": history[-1]["kl"], **scorer_stats(scorer)}
+    history = train(r.policy, r.tokenizer, r.records, r.scorer, cfg, ref_policy=r.ref, log=r.log, on_step=on_step,
+                    resume=r.resume)
+    return r.finish(history)

@@ -1,0 +1,247 @@
+"""The on-policy RL floor shared by PPO, RLOO, GRPO and safe PPO: sample and score a rollout, log-probs under the
+policy and the reference at the sampling temperature, values, the adaptive KL coefficient, and the minibatch loop
+that turns one rollout batch into optimiser steps.
+
+Conventions: sampling is temperature-only (no top-k/top-p), so the log-probs of the training forward equal the
+sampler's and the importance ratio on the first minibatch is exactly 1 (tests/test_methods_zoo2.py); dropout is
+off in every trained model for the same reason; log-probs and KL are fp32.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from farm.methods import maths
+from farm.methods.data import prompt_text, read_instructions
+from farm.methods.loop import load_checkpoint, save_checkpoint
+from farm.methods.scorers import Scorer, reward_scorer, scorer_stats
+from farm.types import Rollout
+
+# ----- rollouts -----
+
+
+def collect_rollout(policy, ref_policy, tokenizer, records: Sequence[dict], scorer: Scorer, *, temperature: float,
+                    max_new_tokens: int, max_prompt_tokens: int | None, seed: int,
+                    missing_eos_score: float | None = None, style: str = "alpaca", batch_size: int = 64,
+                    behaviour_logprobs: bool = True) -> tuple[Rollout, dict]:
+    """Sample one response per record (its `prompt`, else its formatted instruction), score it with
+    `scorer.score(records, texts)`, and compute behaviour and reference log-probs at the sampling temperature.
+    Returns the Rollout and timings {generation, scoring, logprobs} in seconds. `behaviour_logprobs=False` leaves
+    `ro.logprobs` to the caller (an on-policy single step gets them from its training forward)."""
+    from farm.models.generation import generate
+
+    prompts = [prompt_text(r, tokenizer, style) for r in records]
+    t0 = time.perf_counter()
+    g = generate(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_k=0,
+                 top_p=1.0, batch_size=batch_size, seed=seed, max_prompt_tokens=max_prompt_tokens)
+    t1 = time.perf_counter()
+    scores = torch.tensor([float(s) for s in scorer.score(records, g.texts)], dtype=torch.float32)
+    if missing_eos_score is not None:
+        scores = torch.where(torch.tensor(g.truncated), torch.tensor(missing_eos_score), scores)
+    t2 = time.perf_counter()
+    device = next(policy.parameters()).device
+    ro = Rollout(g.prompt_ids.to(device), g.prompt_mask.to(device), g.response_ids.to(device),
+                 g.response_mask.to(device), scores=scores.to(device), prompts=list(prompts), responses=g.texts)
+    if behaviour_logprobs:
+        ro.logprobs = batched_logprobs(policy, ro, temperature, batch_size)
+    ro.ref_logprobs = batched_logprobs(ref_policy, ro, temperature, batch_size)
+    return ro, {"time_generation": t1 - t0, "time_scoring": t2 - t1, "time_logprobs": time.perf_counter() - t2}
+
+
+def disable_dropout(*models) -> None:
+    """Dropout off in every module (nn.Dropout and attention dropout): the training forward must give the same
+    log-probs as the no-grad forwards that produced the behaviour/reference numbers (ratio 1, KL 0 at start)."""
+    for model in models:
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+            if isinstance(getattr(m, "attention_dropout", None), float):
+                m.attention_dropout = 0.0
+
+
+def response_logprobs_tail(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature: float = 1.0,
+                           return_entropy: bool = False):
+    """`maths.response_logprobs`, but the LM head runs only on the last R+1 positions (`logits_to_keep`): with a
+    small model the vocabulary projection of the prompt positions is a large share of a step. (B, R) fp32
+    (and the entropy (B, R) with `return_entropy`)."""
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
+    mask = torch.cat([prompt_mask, response_mask], dim=1)
+    R = response_ids.shape[1]
+    try:
+        out = model(input_ids=input_ids, attention_mask=mask, position_ids=maths.position_ids_from_mask(mask),
+                    logits_to_keep=R + 1)
+    except TypeError:  # a model without logits_to_keep: the plain path
+        return maths.response_logprobs(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature,
+                                       return_entropy)
+    logits = out.logits[:, -(R + 1):-1]  # logits at t predict token t+1 → the R response tokens
+    lp = maths.logprobs_from_logits(logits, response_ids, temperature)
+    return (lp, maths.entropy_from_logits(logits, temperature)) if return_entropy else lp
+
+
+@torch.no_grad()
+def batched_logprobs(model, ro: Rollout, temperature: float, batch_size: int = 64) -> torch.Tensor:
+    """Log-probs (B, R) of the rollout's responses under `model` in eval mode (no dropout), fp32."""
+    was_training = model.training
+    model.eval()
+    out = [response_logprobs_tail(model, ro.prompt_ids[s:s + batch_size], ro.prompt_mask[s:s + batch_size],
+                                   ro.response_ids[s:s + batch_size], ro.response_mask[s:s + batch_size],
+                                   temperature) for s in range(0, len(ro), batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def response_values(value_model, ro: Rollout, idx=slice(None)) -> torch.Tensor:
+    """V(s_t) (B, R): the value head at the position that PREDICTS response token t (the state before it)."""
+    from farm.models.loading import scalar_values
+
+    ids = torch.cat([ro.prompt_ids[idx], ro.response_ids[idx]], 1)
+    mask = torch.cat([ro.prompt_mask[idx], ro.response_mask[idx]], 1)
+    P = ro.prompt_ids.shape[1]
+    return scalar_values(value_model, ids, mask)[:, P - 1:-1]
+
+
+def sequence_logprobs(model, batch: dict, length_normalised: bool = False) -> torch.Tensor:
+    """Summed (or averaged per token) log-prob of each response of a `data.collate_pairs` batch. → (2B,) fp32."""
+    lp = response_logprobs_tail(model, batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"],
+                                batch["response_mask"])
+    m = batch["response_mask"].float()
+    total = (lp * m).sum(-1)  # (2B,)
+    return total / m.sum(-1).clamp(min=1) if length_normalised else total
+
+
+def value_model_from_policy(policy):
+    """A one-output sequence-classification model sharing the policy's ARCHITECTURE and initial weights (a
+    copy, not shared), with the head at zero so initial values are 0."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = policy.config.__class__.from_dict(policy.config.to_dict())
+    config.num_labels = 1
+    vm = AutoModelForSequenceClassification.from_config(config)
+    backbone = getattr(vm, vm.base_model_prefix)
+    backbone.load_state_dict(getattr(policy, policy.base_model_prefix).state_dict())
+    from farm.models.loading import score_head
+
+    with torch.no_grad():
+        score_head(vm).weight.zero_()
+    return vm.to(next(policy.parameters()).device)
+
+
+# ----- the update loop and the KL coefficient -----
+
+
+def minibatch_updates(units: torch.Tensor, micro_step: Callable[[torch.Tensor, torch.Tensor], dict],
+                      params_opts: Sequence, *, epochs: int, minibatch_size: int, micro_batch_size: int,
+                      max_grad_norm: float, rng: np.random.Generator | None) -> dict[str, float]:
+    """`epochs` passes of minibatches over one rollout batch of len(units) rows, shared by PPO, RLOO, GRPO and
+    safe PPO. `units` (N,) is what a row counts in the loss normalisation (its real tokens, or 1 per sequence).
+
+    `micro_step(i, n_units)` computes and back-propagates the losses of micro-batch row indices `i`, each
+    normalised by `n_units`, the units of the WHOLE minibatch (so gradient accumulation gives the update of one big
+    batch), and returns its stats; then each (params, optimizer) pair takes one step per minibatch, its gradient
+    norm clipped to `max_grad_norm` (0 = off) and skipped when not finite (NaN guard). Row order: a fresh
+    `rng.permutation` per epoch, or as given when `rng` is None. Stats named `loss` or `*_loss` are summed over the
+    micro-batches (they are already shares of the minibatch), others weighted by the micro-batch's share of the
+    units; the result averages them over the minibatches."""
+    sums: dict[str, float] = {}
+    n = 0
+    for _ in range(epochs):
+        order = torch.arange(len(units)) if rng is None else torch.as_tensor(rng.permutation(len(units)))
+        order = order.to(units.device)
+        for s in range(0, len(units), minibatch_size):
+            mb = order[s:s + minibatch_size]
+            n_units = units[mb].sum().clamp(min=1)
+            for m in range(0, len(mb), micro_batch_size):
+                i = mb[m:m + micro_batch_size]
+                for k, v in micro_step(i, n_units).items():
+                    w = 1.0 if k == "loss" or k.endswith("_loss") else (units[i].sum() / n_units).item()
+                    sums[k] = sums.get(k, 0.0) + v * w
+            for params, opt in params_opts:
+                norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else math.inf)
+                if torch.isfinite(norm):  # NaN guard: skip a poisoned step
+                    opt.step()
+                opt.zero_grad(set_to_none=True)
+            n += 1
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+@dataclass
+class KLController:
+    """Fixed β, or Ziegler et al.'s proportional controller: β ← β(1 + clip(KL/target - 1, ±0.2)·n/horizon)."""
+
+    value: float
+    target: float | None = None
+    horizon: int = 10000
+
+    def update(self, kl: float, n: int) -> None:
+        if self.target is not None:
+            error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
+            self.value *= 1.0 + error * n / self.horizon
+
+
+# ----- the run folder of an RL method (PPO, RLOO, GRPO) -----
+
+
+@dataclass
+class RLRun:
+    """What an RL method's `run` starts from (`start_run`) and how it records itself: metrics.jsonl rewritten
+    atomically after every iteration, the resumable `checkpoint/` (`loop.save_checkpoint`), the final `model/`."""
+
+    policy: Any
+    ref: Any
+    tokenizer: Any
+    scorer: Scorer
+    records: list[dict]
+    out: Path
+    resume: dict | None
+    lines: list[str]
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / "checkpoint"
+
+    def log(self, row: dict) -> None:
+        from farm.io import atomic_write_text
+
+        self.lines.append(json.dumps(row))
+        atomic_write_text(self.out / "metrics.jsonl", "\n".join(self.lines) + "\n")
+
+    def save(self, step: int, state: dict, **models) -> None:
+        save_checkpoint(self.checkpoint, self.tokenizer, step, state, **models)
+
+    def finish(self, history: list[dict], **extra) -> dict[str, Any]:
+        from farm.models.loading import save_model
+
+        save_model(self.policy, self.tokenizer, self.out / "model")
+        return {"model": str(self.out / "model"), "metrics": str(self.out / "metrics.jsonl"), "steps": len(history),
+                "reward": history[-1]["reward"], "kl": history[-1]["kl"], **extra, **scorer_stats(self.scorer)}
+
+
+def start_run(cfg, method: str, models: Sequence[str], scorer: Scorer | None = None, annotator=None) -> RLRun:
+    """Check `cfg.policy`/`cfg.prompts`; load the frozen reference, the policy (from `checkpoint/policy` when a
+    complete checkpoint of `models` is there to resume), the reward (`scorer`, else `cfg.reward`) and the prompts."""
+    from farm.errors import FarmError
+    from farm.models.loading import load_causal_lm
+
+    if not cfg.policy or not cfg.prompts:
+        raise FarmError(f"{method} needs `policy` and `prompts`", field="policy" if not cfg.policy else "prompts")
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    out = Path(cfg.output_dir)
+    resume = load_checkpoint(out / "checkpoint", models)
+    policy, tok = load_causal_lm(cfg.policy, device=tc.device, dtype=tc.dtype)
+    ref, _ = load_causal_lm(cfg.reference or cfg.policy, device=tc.device, dtype=tc.dtype, tokenizer=tok)
+    if resume:
+        policy, _ = load_causal_lm(str(out / "checkpoint" / "policy"), device=tc.device, dtype=tc.dtype,
+                                   tokenizer=tok)
+    scorer = scorer or reward_scorer(cfg, method, ref, tok, annotator)
+    lines = [json.dumps(row) for row in (resume or {}).get("history", [])]
+    return RLRun(policy, ref, tok, scorer, read_instructions(cfg.prompts), out, resume, lines)

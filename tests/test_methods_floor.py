@@ -1,0 +1,75 @@
+"""The methods' shared floor: renamed config keys name their new place; run-level settings land where each Config
+keeps them; one AdamW set-up whose per-method defaults are the old numbers; one checkpoint format for `fit` and
+the RL loops, damage detected in both."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from farm.config import load_config
+from farm.errors import FarmError
+from farm.methods import compare_settings, ppo, rloo, safe_ppo, sft, training_annotator
+from farm.methods.loop import TrainConfig, load_checkpoint, make_optimizer, save_checkpoint
+from farm.models.tiny import TinySpec, build_tiny
+
+
+@pytest.mark.parametrize("cls, old, new", [
+    (ppo.Config, "lr", "train.lr"), (rloo.Config, "seed", "train.seed"), (ppo.Config, "reward_judge", "reward.judge"),
+    (rloo.Config, "judge_both_orders", "reward.judge_both_orders"), (sft.Config, "style", "prompt_style"),
+    (safe_ppo.Config, "steps", "ppo.steps"), (safe_ppo.Config, "lr", "ppo.train.lr"),
+])
+def test_an_old_key_is_refused_with_the_name_of_its_new_place(cls, old, new, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"policy: p\ndata: d\noutput_dir: o\n{old}: 1\n" if cls is sft.Config else f"{old}: 1\n")
+    with pytest.raises(FarmError) as e:
+        load_config(cls, path)
+    assert f"`{old}` is now `{new}`" in str(e.value) and e.value.line == (4 if cls is sft.Config else 1)
+
+
+def test_a_nested_old_key_names_the_nested_new_place():
+    with pytest.raises(FarmError, match=r"`ppo.lr` is now `ppo.train.lr`"):
+        load_config(safe_ppo.Config, overrides=["ppo.lr=1e-3"])
+
+
+def test_run_level_settings_go_where_each_config_keeps_them():
+    values = {"policy": "p", "reward_model": "rm", "seed": 7, "device": "cpu", "progress": False,
+              "prompt_style": "chat", "max_new_tokens": 9, "judge": "pool", "data": "d", "output_dir": "o"}
+    cfg = load_config(ppo.Config, base=compare_settings(ppo.Config, values))
+    assert (cfg.policy, cfg.reward.model, cfg.train.seed, cfg.train.device, cfg.prompt_style,
+            cfg.max_new_tokens) == ("p", "rm", 7, "cpu", "chat", 9)
+    assert cfg.reward.judge == "" and training_annotator(cfg) == ""  # the run's judge is not a PPO reward
+    both = load_config(safe_ppo.Config, base=compare_settings(safe_ppo.Config, values))
+    assert (both.reward_model, both.ppo.train.seed, both.train.seed, both.ppo.max_new_tokens) == ("rm", 7, 7, 9)
+    s = load_config(sft.Config, base=compare_settings(sft.Config, values))
+    assert (s.data, s.prompt_style, s.train.seed, s.train.lr) == ("d", "chat", 7, sft.Config("", "", "").train.lr)
+
+
+def test_one_make_optimizer_keeps_each_loops_old_adamw_settings():
+    w = [torch.nn.Parameter(torch.zeros(3))]
+    fit_opt = make_optimizer(w, TrainConfig())  # fit's: betas (0.9, 0.95), no weight decay, torch's eps
+    rl_opt = make_optimizer(w, ppo.Config().train, lr=2e-3)  # the RL loops': torch's AdamW defaults, eps 1e-5
+    old = torch.optim.AdamW(w, lr=2e-3, eps=1e-5).param_groups[0]
+    for key in ("lr", "betas", "eps", "weight_decay", "amsgrad"):
+        assert rl_opt.param_groups[0][key] == old[key], key
+    assert fit_opt.param_groups[0]["betas"] == (0.9, 0.95) and fit_opt.param_groups[0]["weight_decay"] == 0.0
+    assert rloo.Config().train.adam_eps == safe_ppo.Config().ppo.train.adam_eps == 1e-5
+
+
+def test_one_checkpoint_format_refuses_a_damaged_weight_file_and_ignores_a_half_written_one(tmp_path):
+    from farm.models.loading import load_causal_lm
+
+    model, tok = load_causal_lm(str(build_tiny(["a b c d"] * 4, tmp_path / "tiny", TinySpec(
+        n_layers=1, hidden=16, heads=2, intermediate=32, vocab_size=280), seed=0)), device="cpu")
+    ckpt = tmp_path / "checkpoint"
+    save_checkpoint(ckpt, tok, 3, {"history": [1, 2, 3]}, policy=model, value=model)
+    state = load_checkpoint(ckpt, ("policy", "value"))
+    assert state["step"] == 3 and state["history"] == [1, 2, 3] and set(state["files"]) == {"policy", "value"}
+    (ckpt / "value" / "step.txt").write_text("4\n")  # a model newer than the state: killed between the writes
+    assert load_checkpoint(ckpt, ("policy", "value")) is None
+    (ckpt / "value" / "step.txt").write_text("3\n")
+    blob = bytearray((ckpt / "policy" / "model.safetensors").read_bytes())
+    blob[-5] ^= 0x01
+    (ckpt / "policy" / "model.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(FarmError, match="checkpoint is damaged"):
+        load_checkpoint(ckpt, ("policy", "value"))
