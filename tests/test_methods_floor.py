@@ -73,3 +73,37 @@ def test_one_checkpoint_format_refuses_a_damaged_weight_file_and_ignores_a_half_
     (ckpt / "policy" / "model.safetensors").write_bytes(bytes(blob))
     with pytest.raises(FarmError, match="checkpoint is damaged"):
         load_checkpoint(ckpt, ("policy", "value"))
+
+
+def test_sft_loss_on_response_positions_only_equals_the_full_forward_loss():
+    # the LM head run only where a label is: the same summed cross-entropy as the full logits through sft_loss
+    import tempfile
+
+    import torch
+    import torch.nn.functional as F
+
+    from farm.methods.data import tokenize_sft
+    from farm.methods.loop import response_logits, sft_loss
+    from farm.models.loading import load_causal_lm
+    from farm.models.tiny import TinySpec, build_tiny
+
+    with tempfile.TemporaryDirectory() as d:
+        recs = [{"instruction": f"say {w}", "input": "", "output": f"{w} {w}"} for w in ("cat", "dog", "a b c d")]
+        path = build_tiny([r["instruction"] + " " + r["output"] for r in recs] * 10, d,
+                          TinySpec(n_layers=1, hidden=32, heads=2, intermediate=64, vocab_size=300), seed=0)
+        model, tok = load_causal_lm(str(path), device="cpu")
+        b = tokenize_sft(tok, recs, 64)
+        full, n = sft_loss(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"])
+        logits, targets = response_logits(model, b)
+        assert len(targets) == int(n) and logits.shape == (int(n), model.config.vocab_size)
+        assert F.cross_entropy(logits.float(), targets, reduction="sum").item() == pytest.approx(full.item(),
+                                                                                                 rel=1e-5)
+        # the gradient too
+        model.zero_grad()
+        full.backward()
+        g_full = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        logits, targets = response_logits(model, b)
+        F.cross_entropy(logits.float(), targets, reduction="sum").backward()
+        for a, p in zip(g_full, model.parameters()):
+            assert torch.allclose(a, p.grad, atol=1e-5)

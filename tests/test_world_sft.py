@@ -40,7 +40,7 @@ def test_tiny_sft_policy_beats_untrained_under_gold_and_judges():
     model = build_tiny_lm(tok, TinySpec(), seed=0)
     prompts = world.eval
     untrained = _outputs(model, tok, prompts)
-    tc = TrainConfig(lr=3e-3, epochs=4.0, per_device_batch_size=32, device="cpu", progress=False, log_every=0)
+    tc = TrainConfig(lr=3e-3, epochs=4.0, per_device_batch_size=32, device="cpu", progress=False)
     train_sft(model, tok, world.sft, tc, max_len=160)
     trained = _outputs(model, tok, prompts)
     baseline = [b["output"] for b in world.baseline_outputs(prompts)]

@@ -98,25 +98,29 @@ def prompt_text(rec: dict, tokenizer=None, style: str = "alpaca") -> str:
     return format_prompt(rec["instruction"], rec.get("input", ""), tokenizer, style)
 
 
-def tokenize_sft(tokenizer, records: Sequence[dict], max_len: int = 512, style: str = "alpaca",
-                 response_key: str = "output") -> dict[str, Any]:
-    """Right-padded `input_ids`, `attention_mask` (B, T) and `labels` (B, T): labels are the response tokens
-    plus the appended EOS (EOS is trained on: it teaches when to stop) and IGNORE_INDEX on prompt and padding.
-
-    Prompt and response are tokenized separately (no special tokens added), exactly as `generate` sees them.
-    Too long: the prompt keeps its end (at most half of max_len when the response is long), the response
-    keeps its start (and then has no EOS)."""
-    import torch
-
+def sft_rows(tokenizer, records: Sequence[dict], max_len: int = 512, style: str = "alpaca",
+             response_key: str = "output") -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, response ids + EOS) per record, cut to `max_len` together: the prompt keeps its end (at most
+    half of max_len when the response is long), the response keeps its start (and then has no EOS). Prompt and
+    response are tokenized separately (no special tokens added), exactly as `generate` sees them."""
+    prompts = tokenizer([prompt_text(rec, tokenizer, style) for rec in records], add_special_tokens=False)["input_ids"]
+    responses = tokenizer([rec[response_key] for rec in records], add_special_tokens=False)["input_ids"]
     rows = []
-    for rec in records:
-        p = tokenizer(prompt_text(rec, tokenizer, style), add_special_tokens=False)["input_ids"]
-        r = tokenizer(rec[response_key], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    for p, r in zip(prompts, responses):
+        r = r + [tokenizer.eos_token_id]
         r_keep = min(len(r), max_len - min(len(p), max_len // 2))
         p = p[len(p) - (max_len - r_keep):] if len(p) + r_keep > max_len else p
         rows.append((p, r[:r_keep]))
+    return rows
+
+
+def pad_sft(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Any]:
+    """Right-padded `input_ids`, `attention_mask` (B, T) and `labels` (B, T) from `sft_rows`: labels are the
+    response tokens (EOS included: it teaches when to stop) and IGNORE_INDEX on prompt and padding."""
+    import torch
+
     T = max(len(p) + len(r) for p, r in rows)
-    ids = torch.full((len(rows), T), tokenizer.pad_token_id, dtype=torch.long)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), T), dtype=torch.long)
     labels = torch.full((len(rows), T), IGNORE_INDEX, dtype=torch.long)
     for i, (p, r) in enumerate(rows):
@@ -125,6 +129,12 @@ def tokenize_sft(tokenizer, records: Sequence[dict], max_len: int = 512, style: 
         mask[i, :n] = 1
         labels[i, len(p):n] = torch.tensor(r)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def tokenize_sft(tokenizer, records: Sequence[dict], max_len: int = 512, style: str = "alpaca",
+                 response_key: str = "output") -> dict[str, Any]:
+    """`pad_sft(sft_rows(...))`: a padded SFT batch from records (see both)."""
+    return pad_sft(sft_rows(tokenizer, records, max_len, style, response_key), tokenizer.pad_token_id)
 
 
 # ----- prompt/response pairs → tensors (DPO, online DPO, KTO) -----

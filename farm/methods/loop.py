@@ -16,22 +16,23 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from farm.errors import FarmError
 from farm.io import PathLike
-from farm.methods.data import IGNORE_INDEX, tokenize_sft
+from farm.methods.data import IGNORE_INDEX, pad_sft, sft_rows
 
 # ----- optimisation -----
 
 @dataclass
 class TrainConfig:
     """Optimisation and loop settings shared by the gradient-based methods (`train.<key>=` on the command line)."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"log_every": "log_seconds"}  # status lines are timed, not counted
 
     lr: float = 1e-4
     """peak learning rate"""
@@ -61,10 +62,13 @@ class TrainConfig:
     """data order and initialisation seed"""
     save_every: int = 0
     """checkpoint every k steps (0 = only at the end); a re-run resumes from the last checkpoint"""
+    save_every_seconds: float = 0.0
+    """also checkpoint once this many seconds have passed since the last one (0 = off): an interrupt then loses
+    at most that much work"""
     stop_at_step: int = 0
     """stop (after checkpointing) once this step is done, e.g. to fit a time slot; 0 = off"""
-    log_every: int = 10
-    """print a one-line status every k steps when there is no progress bar (not a TTY); 0 = never"""
+    log_seconds: float = 10.0
+    """without a terminal (CI, nohup, a log file), a status line (step, rate, ETA, loss) about this often"""
     device: str = "auto"
     """auto, cpu or cuda"""
     dtype: str = "auto"
@@ -72,7 +76,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     """recompute activations in backward (less memory, ~30% slower)"""
     progress: bool = True
-    """tqdm progress bar (only on a TTY)"""
+    """show progress: a bar on a terminal, else a status line every `log_seconds`"""
     lora_r: int = 0
     """LoRA rank (0 = full fine-tuning); needs `pip install peft`; the saved model has the adapter merged"""
     lora_alpha: float = 16.0
@@ -289,7 +293,6 @@ def fit(model, tokenizer, examples: Sequence, make_batch: Callable[[list], tuple
     """
     import numpy as np
     import torch
-    from tqdm.auto import tqdm
 
     from farm.types import stable_seed
 
@@ -321,9 +324,11 @@ def fit(model, tokenizer, examples: Sequence, make_batch: Callable[[list], tuple
     def order(epoch: int) -> np.ndarray:  # the same on every process; a function of the seed only
         return np.random.default_rng(stable_seed(tc.seed, "data", epoch)).permutation(len(examples))
 
-    show = tc.progress and acc.is_local_main_process and sys.stderr.isatty()
-    bar = tqdm(range(start, total), desc=desc, disable=not show, leave=False)
-    for step in bar:
+    from farm.progress import Progress
+
+    bar = Progress(total, desc, start=start, enabled=tc.progress and acc.is_local_main_process, every=tc.log_seconds)
+    last_save = time.monotonic()
+    for step in range(start, total):
         t0 = time.time()
         epoch, k = divmod(step, steps_per_epoch)
         idx = order(epoch)[k * per_step:(k + 1) * per_step]
@@ -355,12 +360,14 @@ def fit(model, tokenizer, examples: Sequence, make_batch: Callable[[list], tuple
         rec = {"step": step + 1, "loss": total_loss, "lr": scheduler.get_last_lr()[0], "units": n_global,
                "seconds": time.time() - t0, **stats}
         history.append(rec)
-        bar.set_postfix(loss=f"{total_loss:.4f}")
-        if tc.progress and not show and acc.is_main_process and tc.log_every and (step + 1) % tc.log_every == 0:
-            print(f"{desc} step {step + 1}/{total} loss {total_loss:.4f} lr {rec['lr']:.2e} "
-                  f"({rec['seconds']:.2f}s/step)", file=sys.stderr, flush=True)
+        bar.update(loss=f"{total_loss:.4f}")
         done = step + 1 == total or step + 1 == tc.stop_at_step
-        if ckpt is not None and (done or (tc.save_every and (step + 1) % tc.save_every == 0)):
+        due = (tc.save_every and (step + 1) % tc.save_every == 0) or \
+            (tc.save_every_seconds and time.monotonic() - last_save >= tc.save_every_seconds)
+        if due:  # the same decision on every process (a time-based one is taken by the main process)
+            due = bool(acc.reduce(torch.tensor(float(due), device=acc.device), "max").item())
+        if ckpt is not None and (done or due):
+            last_save = time.monotonic()
             acc.wait_for_everyone()
             if acc.is_main_process:
                 plain = acc.unwrap_model(model)
@@ -372,6 +379,7 @@ def fit(model, tokenizer, examples: Sequence, make_batch: Callable[[list], tuple
             acc.wait_for_everyone()
         if step + 1 == tc.stop_at_step:
             break
+    bar.close()
     finished = bool(history) and history[-1]["step"] == total
     return {"steps": history[-1]["step"] if history else 0, "total_steps": total, "finished": finished,
             "loss": history[-1]["loss"] if history else float("nan"), "history": history,
@@ -420,18 +428,40 @@ def sft_loss(logits, labels):
     return loss, (targets != IGNORE_INDEX).sum()
 
 
+def response_logits(model, batch: dict):
+    """(logits (n, V) at the n positions that predict a labelled token, their targets (n,)). The LM head runs on
+    those positions only (with short answers after long prompts most positions carry no loss); a model that is
+    not a plain decoder + head (a DDP wrapper, whose forward must run) gets the full forward instead."""
+    import torch
+
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE_INDEX  # (B, T-1)
+    decoder = getattr(model, "get_decoder", None)
+    head = getattr(model, "get_output_embeddings", None)
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel) or decoder is None or head is None \
+            or decoder() is None or head() is None:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        return logits[keep], targets[keep]
+    hidden = decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    return head()(hidden[:, :-1][keep]), targets[keep]
+
+
 def train_sft(model, tokenizer, records: list[dict], tc: TrainConfig, *, max_len: int = 512, style: str = "alpaca",
               out_dir: str | Path | None = None, accelerator=None) -> dict[str, Any]:
     """Fine-tune `model` in place on demonstrations: records with instruction/input (or a verbatim `prompt`) and
     output, `sft_loss` through `fit`. Returns `fit`'s dict (steps, loss, history, model)."""
 
-    def make_batch(recs: list[dict]):
-        b = tokenize_sft(tokenizer, recs, max_len, style)
+    import torch.nn.functional as F
+
+    rows = sft_rows(tokenizer, records, max_len, style)  # tokenised once, not at every step
+
+    def make_batch(rs: list):
+        b = pad_sft(rs, tokenizer.pad_token_id)
         return b, float((b["labels"][:, 1:] != IGNORE_INDEX).sum())
 
     def loss_fn(model, b):
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        loss, _ = sft_loss(logits, b["labels"])
-        return loss, {}
+        # the loss of `sft_loss`: summed next-token cross-entropy over the response tokens
+        logits, targets = response_logits(model, b)
+        return F.cross_entropy(logits.float(), targets, reduction="sum"), {}
 
-    return fit(model, tokenizer, records, make_batch, loss_fn, tc, out_dir, accelerator, desc="sft")
+    return fit(model, tokenizer, rows, make_batch, loss_fn, tc, out_dir, accelerator, desc="sft")
