@@ -257,3 +257,36 @@ def test_kto_records_with_labels_and_a_bad_label_is_refused(tmp_path):
 def test_masked_sum_used_by_gspo_is_the_plain_sum_on_real_tokens():
     x, m = torch.tensor([[1.0, 2.0, 5.0]]), torch.tensor([[1.0, 1.0, 0.0]])
     assert maths.masked_sum(x, m, -1).tolist() == [3.0]
+
+
+# ----- the command line and `farm compare` -----
+
+
+@pytest.mark.parametrize("method", ["grpo", "kto"])
+def test_shipped_train_configs_load_and_open_with_their_command(method):
+    from pathlib import Path
+
+    from farm.config import load_config
+    from farm.methods import load_method
+
+    path = Path(__file__).parent.parent / "configs" / f"train_{method}.yaml"
+    assert path.read_text().splitlines()[0].startswith(f"# farm train {method} --config configs/{path.name}")
+    cfg = load_config(load_method(method).Config, path)
+    assert cfg.output_dir == f"runs/{method}"
+
+
+def test_grpo_and_kto_are_rows_of_farm_compare(tmp_path):
+    from pathlib import Path
+
+    import pandas as pd
+
+    from farm.run import compare
+
+    smoke = Path(__file__).parent.parent / "configs" / "smoke.yaml"
+    run = compare(smoke, [f"run_dir={tmp_path / 'run'}", "progress=false", "methods=[sft,grpo,kto]",
+                          "extra_methods={grpo: {steps: 2, prompts_per_step: 4, k: 4, minibatch_size: 16, "
+                          "micro_batch_size: 16}, kto: {train: {epochs: 1.0}}}", "n_boot=50"], log=lambda s: None)
+    lb = pd.read_csv(run.dir / "leaderboard.csv", index_col=0)
+    assert set(lb.index) == {"sft", "grpo", "kto"}
+    stages = json.loads((run.dir / "stages.json").read_text())
+    assert stages["method:grpo"]["steps"] == 2 and stages["method:kto"]["answers"] > 0
