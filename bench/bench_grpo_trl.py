@@ -24,22 +24,32 @@ from pathlib import Path
 
 import torch
 
+from bench.bench_rloo_trl import BETA, LR, MAX_NEW, PROMPTS_PER_STEP, K, digit_fraction, make_prompts
 from farm.methods import grpo
 from farm.methods.loop import rl_train_config
 from farm.methods.scorers import FunctionScorer
-from farm.models.generation import format_prompt
 from farm.models.loading import load_causal_lm
 from farm.models.tiny import TinySpec, build_tiny
 
-LR, BETA, K, PROMPTS_PER_STEP, MAX_NEW, CLIP, CLIP_HIGH = 1e-3, 0.05, 4, 4, 16, 0.2, 0.28
+CLIP, CLIP_HIGH = 0.2, 0.28  # the rest of the settings are the RLOO bench's (same model, prompts, reward, batch)
 
 
-def digit_fraction(text: str) -> float:
-    return sum(ch.isdigit() for ch in text) / max(len(text), 1)
+def trl_train(trainer_cls, key: str, **kw) -> tuple[list[float], float, float]:
+    """Build and train a TRL trainer: (the value it logs under `key` at every step, set-up seconds, train seconds)."""
+    from transformers import TrainerCallback
 
+    logged: list[float] = []
 
-def make_prompts(n: int) -> list[str]:
-    return [format_prompt("Sort: " + " ".join(str((i * 7 + k * 3) % 10) for k in range(3 + i % 3))) for i in range(n)]
+    class Grab(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **_):
+            if logs and key in logs:
+                logged.append(float(logs[key]))
+
+    t0 = time.perf_counter()
+    trainer = trainer_cls(callbacks=[Grab()], **kw)
+    t1 = time.perf_counter()
+    trainer.train()
+    return logged, t1 - t0, time.perf_counter() - t1
 
 
 def run_ours(model_dir: str, prompts: list[str], steps: int) -> dict:
@@ -49,17 +59,16 @@ def run_ours(model_dir: str, prompts: list[str], steps: int) -> dict:
                       loss="dapo", scale_rewards="group", clip=CLIP, clip_high=CLIP_HIGH, kl_coef=BETA,
                       max_new_tokens=MAX_NEW, train=rl_train_config(lr=LR, weight_decay=0.0, progress=False,
                                                                      device="cpu"))
-    scorer = FunctionScorer(lambda instruction, input, output: digit_fraction(output))
     t0 = time.perf_counter()
-    hist = grpo.train(model, tok, [{"instruction": p, "input": "", "prompt": p} for p in prompts], scorer, cfg)
+    hist = grpo.train(model, tok, [{"instruction": p, "input": "", "prompt": p} for p in prompts],
+                      FunctionScorer(lambda instruction, input, output: digit_fraction(output)), cfg)
     dt = time.perf_counter() - t0
-    split = {k: sum(h[k] for h in hist) for k in ("time_generation", "time_scoring", "time_logprobs", "time_update")}
-    return {"rewards": [h["reward"] for h in hist], "train_s": dt, "steps_per_s": steps / dt, "split": split}
+    return {"rewards": [h["reward"] for h in hist], "train_s": dt, "steps_per_s": steps / dt,
+            "split": {k[5:]: sum(h[k] for h in hist) for k in hist[0] if k.startswith("time_")}}
 
 
 def run_trl(model_dir: str, prompts: list[str], steps: int, out: str) -> dict:
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     model, tok = load_causal_lm(model_dir, device="cpu")
@@ -75,18 +84,8 @@ def run_trl(model_dir: str, prompts: list[str], steps: int, out: str) -> dict:
                       top_k=0, top_p=1.0, bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
                       report_to="none", logging_steps=1, save_strategy="no", dataloader_num_workers=0, seed=0,
                       disable_tqdm=True)
-    rewards: list[float] = []
-
-    class Grab(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "reward" in logs:
-                rewards.append(float(logs["reward"]))
-
-    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, processing_class=tok,
-                          train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]), callbacks=[Grab()])
-    t0 = time.perf_counter()
-    trainer.train()
-    dt = time.perf_counter() - t0
+    rewards, _, dt = trl_train(GRPOTrainer, "reward", model=model, reward_funcs=[reward], args=args,
+                               processing_class=tok, train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]))
     return {"rewards": rewards, "train_s": dt, "steps_per_s": steps / dt}
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from bench.bench_grpo_trl import trl_train
 from farm.methods import kto
 from farm.methods.data import tokenize_pairs
 from farm.methods.loop import TrainConfig
@@ -63,7 +64,6 @@ def run_ours(model_dir: str, answers: list[dict], steps: int) -> dict:
 
 def run_trl(model_dir: str, answers: list[dict], steps: int, out: str) -> dict:
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import KTOConfig, KTOTrainer
 
     model, tok = load_causal_lm(model_dir, device="cpu")
@@ -74,20 +74,9 @@ def run_trl(model_dir: str, answers: list[dict], steps: int, out: str) -> dict:
                      max_length=None, bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
                      report_to="none", logging_steps=1, save_strategy="no", dataloader_num_workers=0, seed=0,
                      disable_tqdm=True)
-    losses: list[float] = []
-
-    class Grab(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "loss" in logs:
-                losses.append(float(logs["loss"]))
-
-    t0 = time.perf_counter()
-    trainer = KTOTrainer(model=model, args=args, train_dataset=Dataset.from_list(answers), processing_class=tok,
-                         callbacks=[Grab()])
-    t1 = time.perf_counter()
-    trainer.train()
-    t2 = time.perf_counter()
-    return {"losses": losses, "train_s": t2 - t1, "ref_s": t1 - t0, "steps_per_s": steps / (t2 - t1)}
+    losses, ref_s, train_s = trl_train(KTOTrainer, "loss", model=model, args=args,
+                                       train_dataset=Dataset.from_list(answers), processing_class=tok)
+    return {"losses": losses, "train_s": train_s, "ref_s": ref_s, "steps_per_s": steps / train_s}
 
 
 def markdown(data: dict) -> str:
