@@ -290,3 +290,19 @@ def test_grpo_and_kto_are_rows_of_farm_compare(tmp_path):
     assert set(lb.index) == {"sft", "grpo", "kto"}
     stages = json.loads((run.dir / "stages.json").read_text())
     assert stages["method:grpo"]["steps"] == 2 and stages["method:kto"]["answers"] > 0
+
+
+def test_the_zoo3_compare_config_loads_and_names_known_methods():
+    from pathlib import Path
+
+    from farm.config import from_dict, load_config
+    from farm.methods import METHODS, load_method
+    from farm.run import CompareConfig
+
+    cfg = load_config(CompareConfig, Path(__file__).parent.parent / "configs" / "zoo3.yaml")
+    for name in cfg.methods:
+        extra = cfg.extra_methods.get(name, {})
+        method = extra.get("method", name)
+        assert method in METHODS or name == "sft"
+        if name != "sft":  # every variant's settings are valid keys of its method's Config
+            from_dict(load_method(method).Config, {k: v for k, v in extra.items() if k != "method"})
