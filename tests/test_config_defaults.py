@@ -56,7 +56,7 @@ def test_dpo_keeps_its_lr_and_constant_schedule_when_epochs_is_set():
     from farm.methods import dpo
 
     cfg = load_config(dpo.Config, overrides=["train.epochs=2"])
-    assert (cfg.train.lr, cfg.train.schedule, cfg.train.warmup_ratio, cfg.train.epochs) == (5e-4, "constant", 0.0, 2.0)
+    assert (cfg.train.lr, cfg.train.schedule, cfg.train.warmup_ratio, cfg.train.epochs) == (1e-4, "constant", 0.0, 2.0)
 
 
 def test_a_mapping_field_keeps_its_default_keys():

@@ -107,3 +107,19 @@ def test_sft_loss_on_response_positions_only_equals_the_full_forward_loss():
         F.cross_entropy(logits.float(), targets, reduction="sum").backward()
         for a, p in zip(g_full, model.parameters()):
             assert torch.allclose(a, p.grad, atol=1e-5)
+
+
+def test_a_reward_function_by_name_and_a_bad_name_is_refused(tmp_path):
+    from farm.methods import grpo
+    from farm.methods.scorers import FunctionScorer, RewardSpec, reward_scorer
+
+    cfg = grpo.Config(reward=RewardSpec(function="farm.worlds.tasks:quality"), output_dir=str(tmp_path))
+    scorer = reward_scorer(cfg, "grpo", None, None)
+    from farm.worlds.tasks import build, quality
+
+    rec = build(0, sft=4, preference=4, unlabeled=4, eval=4).eval[0]
+    want = quality(rec["instruction"], rec.get("input", ""), "c b a")
+    assert isinstance(scorer, FunctionScorer) and scorer.score([rec], ["c b a"]) == [want]
+    for bad in ("farm.worlds.tasks:no_such", "farm.no_module:f", "farm.worlds.tasks"):
+        with pytest.raises(FarmError, match="reward.function|module:function"):
+            reward_scorer(grpo.Config(reward=RewardSpec(function=bad)), "grpo", None, None)

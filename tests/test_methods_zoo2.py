@@ -50,7 +50,7 @@ def test_dpo_ipo_and_length_normalised_losses_hand_values():
     # length-normalised is reference-free: −log σ(β(avg_c − avg_r) − γ) = −log σ(2·(−1 − (−3)) − 1) = −log σ(3)
     assert dpo.length_normalised_loss(c, r, rc, rr, beta=2.0, margin=1.0).item() == pytest.approx(
         math.log(1 + math.exp(-3.0)))
-    assert set(dpo.LOSSES) == {"sigmoid", "ipo", "length_normalised"}
+    assert set(dpo.LOSSES) == {"sigmoid", "ipo", "length_normalised", "cdpo", "robust"}  # + issue 21's two
 
 
 def test_rloo_baseline_and_loss_hand_values():

@@ -14,6 +14,8 @@ METHODS: dict[str, str] = {
     "dpo": "farm.methods.dpo",
     "online_dpo": "farm.methods.online_dpo",
     "rloo": "farm.methods.rloo",
+    "grpo": "farm.methods.grpo",
+    "kto": "farm.methods.kto",
     "safe_ppo": "farm.methods.safe_ppo",
     "rewrite": "farm.methods.rewrite",
     "correct": "farm.methods.correct",

@@ -177,9 +177,14 @@ def collate_pairs(tokenizer, examples: Sequence[dict], max_prompt_tokens: int = 
     if "tokens" not in examples[0]:
         examples = tokenize_pairs(tokenizer, examples, max_prompt_tokens, max_response_tokens, keys)
     p, a, b = zip(*(e["tokens"] for e in examples))
-    p_ids, p_mask = pad_rows(list(p) * 2, tokenizer.pad_token_id, left=True)
-    r_ids, r_mask = pad_rows(list(a) + list(b), tokenizer.pad_token_id, left=False)
-    batch = {"prompt_ids": p_ids, "prompt_mask": p_mask, "response_ids": r_ids, "response_mask": r_mask}
+    batch = collate_rows(tokenizer, list(p) * 2, list(a) + list(b))
     if "ref" in examples[0]:
         batch["ref"] = torch.tensor([e["ref"] for e in examples], dtype=torch.float32)
     return batch
+
+
+def collate_rows(tokenizer, prompts: list[list[int]], responses: list[list[int]]) -> dict[str, Any]:
+    """Token lists → prompt_ids/mask (N, P) left-padded and response_ids/mask (N, R) right-padded."""
+    p_ids, p_mask = pad_rows(prompts, tokenizer.pad_token_id, left=True)
+    r_ids, r_mask = pad_rows(responses, tokenizer.pad_token_id, left=False)
+    return {"prompt_ids": p_ids, "prompt_mask": p_mask, "response_ids": r_ids, "response_mask": r_mask}

@@ -1,6 +1,9 @@
-"""Direct Preference Optimisation (Rafailov et al. 2023, https://arxiv.org/abs/2305.18290) and two variants:
-IPO (Azar et al. 2023, https://arxiv.org/abs/2310.12036) and a length-normalised, reference-free loss in the
-style of SimPO (Meng et al. 2024, https://arxiv.org/abs/2405.14734). Implementation details: docs/methods/dpo.md.
+"""Direct Preference Optimisation (Rafailov et al. 2023, https://arxiv.org/abs/2305.18290) and its variants:
+IPO (Azar et al. 2023, https://arxiv.org/abs/2310.12036), a length-normalised, reference-free loss in the style of
+SimPO (Meng et al. 2024, https://arxiv.org/abs/2405.14734), and two losses for labels flipped with probability ε:
+conservative DPO (cDPO, label smoothing; Mitchell 2023, https://ericmitchell.ai/cdpo.pdf) and robust DPO
+(Chowdhury et al. 2024, https://arxiv.org/abs/2403.00409), unbiased under that noise. Implementation details:
+docs/methods/dpo.md.
 
 Departures from the papers / other implementations (each on purpose):
 - a variant is a separate small loss function in `LOSSES` (name → `PairLoss`), never an `elif` in the loop;
@@ -36,7 +39,7 @@ from farm.methods.pairs import PairLoss, precompute_reference, train_pairs
 
 
 def dpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
-             beta: float, margin: float = 0.0) -> torch.Tensor:
+             beta: float, margin: float = 0.0, label_smoothing: float = 0.0) -> torch.Tensor:
     """Sigmoid DPO: -log σ(β[(log π_c - log π_ref,c) - (log π_r - log π_ref,r)] - margin). All (B,) → (B,)."""
     # Implicit reward difference h (B,): how much more the policy moved towards chosen than rejected
     h = (chosen - ref_chosen) - (rejected - ref_rejected)
@@ -45,7 +48,7 @@ def dpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Ten
 
 
 def ipo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
-             beta: float, margin: float = 0.0) -> torch.Tensor:
+             beta: float, margin: float = 0.0, label_smoothing: float = 0.0) -> torch.Tensor:
     """IPO: (h - 1/(2β))², h the log-ratio difference (the paper's τ is our β). `margin` is unused: the target
     1/(2β) already plays that role. All (B,) → (B,)."""
     # Log-ratio difference h (B,)
@@ -55,7 +58,8 @@ def ipo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Ten
 
 
 def length_normalised_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor,
-                           ref_rejected: torch.Tensor, beta: float, margin: float = 0.0) -> torch.Tensor:
+                           ref_rejected: torch.Tensor, beta: float, margin: float = 0.0,
+                           label_smoothing: float = 0.0) -> torch.Tensor:
     """SimPO-style: -log σ(β(avg log π_c - avg log π_r) - γ) on AVERAGE per-token log-probs, reference-free
     (the reference terms are accepted for a uniform signature and ignored). γ = `margin`. (B,) → (B,)."""
     # Length-normalised reward difference (B,)
@@ -64,10 +68,31 @@ def length_normalised_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_cho
     return -F.logsigmoid(beta * h - margin)
 
 
+def cdpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
+              beta: float, margin: float = 0.0, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Conservative DPO: the sigmoid loss against a label that is right with probability 1 − ε,
+    −(1 − ε) log σ(βh) − ε log σ(−βh) (ε = `label_smoothing`; TRL's sigmoid with label_smoothing). (B,) → (B,)."""
+    h = (chosen - ref_chosen) - (rejected - ref_rejected)
+    # Policy loss: cross-entropy with the smoothed label (B,)
+    return -(1 - label_smoothing) * F.logsigmoid(beta * h - margin) - label_smoothing * F.logsigmoid(-beta * h + margin)
+
+
+def robust_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
+                beta: float, margin: float = 0.0, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Robust DPO: [(1 − ε) ℓ(βh) − ε ℓ(−βh)] / (1 − 2ε) with ℓ(z) = −log σ(z), ε the flip rate (`label_smoothing`
+    < ½). Its expectation over labels flipped with probability ε is the clean loss ℓ(βh) (tested by hand). (B,)."""
+    eps = label_smoothing
+    h = (chosen - ref_chosen) - (rejected - ref_rejected)
+    # Policy loss: the noisy label's loss, de-biased (B,)
+    return (-(1 - eps) * F.logsigmoid(beta * h - margin) + eps * F.logsigmoid(-beta * h + margin)) / (1 - 2 * eps)
+
+
 LOSSES: dict[str, PairLoss] = {
     "sigmoid": PairLoss(dpo_loss),
     "ipo": PairLoss(ipo_loss),
     "length_normalised": PairLoss(length_normalised_loss, length_normalised=True, uses_reference=False),
+    "cdpo": PairLoss(cdpo_loss),
+    "robust": PairLoss(robust_loss),
 }
 
 
@@ -85,11 +110,13 @@ class Config:
     reference: str = ""
     """path of the frozen reference policy ('' = the starting policy)"""
     loss: str = "sigmoid"
-    """one of LOSSES: sigmoid (DPO), ipo, length_normalised (SimPO-style, reference-free)"""
+    """one of LOSSES: sigmoid (DPO), ipo, length_normalised (SimPO-style, reference-free), cdpo, robust"""
     beta: float = 0.1
     """inverse temperature β (IPO's τ). Not portable between summed and length-normalised log-probs"""
     margin: float = 0.0
     """target reward margin γ subtracted inside the sigmoid (SimPO's γ; 0 = plain DPO)"""
+    label_smoothing: float = 0.0
+    """ε, the share of flipped labels cdpo and robust assume (0 ≤ ε < 0.5; AlpacaFarm's pool flips 0.25)"""
     nll_weight: float = 0.0
     """α of an added NLL term on the chosen response, α · (−log π(chosen) / |chosen|) per pair (RPO, Pang et al.
     2024; TRL's `rpo_alpha`). DPO alone lowers the chosen log-prob too, and with near-identical on-policy pairs
@@ -100,14 +127,17 @@ class Config:
     """responses are cut from the right to this many tokens (EOS is then missing: a truncated answer)"""
     prompt_style: str = "alpaca"
     """alpaca or chat (the tokenizer's chat template)"""
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-4, schedule="constant", warmup_ratio=0.0,
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, schedule="constant", warmup_ratio=0.0,
                                                                    epochs=2.0, per_device_batch_size=32))
-    """optimisation and loop settings: tiny models lr ~1e-4–5e-4, 2 epochs, 32 pairs per step (`farm compare`
-    sets 1e-4 in its configs); a 7B full fine-tune ~5e-7 (DPO paper, Zephyr)"""
+    """optimisation and loop settings: tiny models lr 1e-4 (the largest that does not lower gold quality when the
+    labels ARE gold, bench/RESULTS.md "RL ceiling"), 2 epochs, 32 pairs per step; a 7B full fine-tune ~5e-7 (DPO
+    paper, Zephyr)"""
 
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {list(LOSSES)}, got {self.loss!r}")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
 
 
 # ----- training -----
@@ -119,7 +149,7 @@ def train(model, tokenizer, examples: Sequence[dict], cfg: Config, ref_model=Non
     reference log-probs [chosen, rejected]) with `LOSSES[cfg.loss]` (`pairs.train_pairs`). Returns `loop.fit`'s
     result (steps, loss, history, model)."""
     return train_pairs(model, tokenizer, examples, LOSSES[cfg.loss], cfg.train, beta=cfg.beta, margin=cfg.margin,
-                       nll_weight=cfg.nll_weight, max_prompt_tokens=cfg.max_prompt_tokens,
+                       label_smoothing=cfg.label_smoothing, nll_weight=cfg.nll_weight, max_prompt_tokens=cfg.max_prompt_tokens,
                        max_response_tokens=cfg.max_response_tokens, ref_model=ref_model, out_dir=out_dir,
                        desc=f"dpo[{cfg.loss}]")
 

@@ -280,12 +280,16 @@ LossFn = Callable[[Any, dict], tuple[Any, dict]]  # (model, batch) → (loss SUM
 
 
 def fit(model, tokenizer, examples: Sequence, make_batch: Callable[[list], tuple[dict, float]], loss_fn: LossFn,
-        tc: TrainConfig, out_dir: PathLike | None = None, accelerator=None, desc: str = "train") -> dict[str, Any]:
+        tc: TrainConfig, out_dir: PathLike | None = None, accelerator=None, desc: str = "train",
+        prepare_step: Callable[[Any, list[dict], Any], None] | None = None) -> dict[str, Any]:
     """Train `model` in place on `examples`.
 
     make_batch(list of examples) → (dict of tensors, number of loss units in it), e.g. response tokens;
     loss_fn(model, batch) → (sum of the loss over those units, {name: float}). Each step's gradient is
     Σ loss / (global number of units in the step), the same for any split into micro-batches and processes.
+    `prepare_step(model, batches, accelerator)`, if given, runs before each step's micro-batches with this
+    process's batch dicts, e.g. to put a statistic of the WHOLE step into them (KTO's reference point: reduce
+    it over processes with `accelerator.reduce`), so it too is independent of the split.
     With `out_dir`, checkpoints go to out_dir/checkpoint/ (`save_checkpoint`) and a re-run resumes there
     deterministically.
     Returns {"steps" done, "total_steps", "finished", "loss" (last step's), "history" (per-step dicts, kept
@@ -335,6 +339,8 @@ def fit(model, tokenizer, examples: Sequence, make_batch: Callable[[list], tuple
         mine = idx[rank * len(idx) // world:(rank + 1) * len(idx) // world]  # this process's share
         micro = [mine[j:j + tc.per_device_batch_size] for j in range(0, len(mine), tc.per_device_batch_size)]
         batches = [make_batch([examples[i] for i in mb]) for mb in micro]
+        if prepare_step is not None:
+            prepare_step(model, [b for b, _ in batches], acc)
         n_global = acc.reduce(torch.tensor(float(sum(n for _, n in batches)), device=acc.device), "sum").item()
         loss_sum = torch.zeros((), device=acc.device)
         stats: dict[str, float] = {}

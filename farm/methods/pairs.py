@@ -26,7 +26,7 @@ class PairLoss:
     """A pairwise loss and how it wants its log-probs."""
 
     fn: Callable[..., torch.Tensor]
-    """(chosen, rejected, ref_chosen, ref_rejected, beta, margin) → per-pair loss (B,)"""
+    """(chosen, rejected, ref_chosen, ref_rejected, beta, margin, label_smoothing) → per-pair loss (B,)"""
     length_normalised: bool = False
     """feed average (not summed) per-token log-probs"""
     uses_reference: bool = True
@@ -34,14 +34,17 @@ class PairLoss:
 
 
 @torch.no_grad()
-def precompute_reference(ref_model, tokenizer, examples: Sequence[dict], loss: PairLoss, max_prompt_tokens: int = 192,
-                         max_response_tokens: int = 64, batch_size: int = 32) -> list[dict]:
-    """Each example with `ref` = [log π_ref(chosen), log π_ref(rejected)] added, computed once in eval mode
-    (zeros for a reference-free loss); examples are tokenized first if they are not yet."""
+def precompute_reference(ref_model, tokenizer, examples: Sequence[dict], loss: PairLoss | None = None,
+                         max_prompt_tokens: int = 192, max_response_tokens: int = 64, batch_size: int = 32,
+                         keys: tuple[str, str] = ("chosen", "rejected")) -> list[dict]:
+    """Each example with `ref` = [log π_ref(first response), log π_ref(second)] (`keys`: chosen and rejected, or
+    KTO's completion and mismatched completion) added, computed once in eval mode (zeros for a reference-free
+    loss; summed log-probs when `loss` is None); examples are tokenized first if they are not yet."""
+    loss = loss or PairLoss(lambda *a, **k: None)
     if not loss.uses_reference:
         return [{**e, "ref": [0.0, 0.0]} for e in examples]
     if "tokens" not in examples[0]:
-        examples = tokenize_pairs(tokenizer, examples, max_prompt_tokens, max_response_tokens)
+        examples = tokenize_pairs(tokenizer, examples, max_prompt_tokens, max_response_tokens, keys)
     device = next(ref_model.parameters()).device
     was_training = ref_model.training
     ref_model.eval()
@@ -55,14 +58,15 @@ def precompute_reference(ref_model, tokenizer, examples: Sequence[dict], loss: P
     return out
 
 
-def pair_loss_sum(model, batch: dict, loss: PairLoss, beta: float, margin: float = 0.0,
-                  nll_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+def pair_loss_sum(model, batch: dict, loss: PairLoss, beta: float, margin: float = 0.0, nll_weight: float = 0.0,
+                  label_smoothing: float = 0.0) -> tuple[torch.Tensor, dict]:
     """Σ per-pair loss over the micro-batch (the loop divides by the pairs in the whole step) and mean stats;
     `nll_weight` α adds α · (−log π(chosen) / |chosen|) per pair (RPO)."""
     lp = sequence_logprobs(model, batch, loss.length_normalised)
     B = lp.shape[0] // 2
     chosen, rejected, ref = lp[:B], lp[B:], batch["ref"]  # (B,), (B,), (B, 2)
-    losses = loss.fn(chosen, rejected, ref[:, 0], ref[:, 1], beta=beta, margin=margin)  # (B,)
+    losses = loss.fn(chosen, rejected, ref[:, 0], ref[:, 1], beta=beta, margin=margin,
+                     label_smoothing=label_smoothing)  # (B,)
     if nll_weight:
         lp_sum = lp if not loss.length_normalised else sequence_logprobs(model, batch, False)
         n_tok = batch["response_mask"][:B].sum(-1).clamp(min=1)  # (B,) tokens of each chosen response
@@ -76,7 +80,7 @@ def pair_loss_sum(model, batch: dict, loss: PairLoss, beta: float, margin: float
 
 
 def train_pairs(model, tokenizer, examples: Sequence[dict], loss: PairLoss, tc: TrainConfig, *, beta: float,
-                margin: float = 0.0, nll_weight: float = 0.0, max_prompt_tokens: int = 192,
+                margin: float = 0.0, nll_weight: float = 0.0, label_smoothing: float = 0.0, max_prompt_tokens: int = 192,
                 max_response_tokens: int = 64, ref_model=None, out_dir: str | Path | None = None,
                 desc: str = "pairs") -> dict[str, Any]:
     """Train `model` in place on examples {prompt, chosen, rejected} (strings; `ref` optional: precomputed
@@ -92,4 +96,5 @@ def train_pairs(model, tokenizer, examples: Sequence[dict], loss: PairLoss, tc: 
         return collate_pairs(tokenizer, chunk), float(len(chunk))
 
     return fit(model, tokenizer, examples, make_batch,
-               lambda m, b: pair_loss_sum(m, b, loss, beta, margin, nll_weight), tc, out_dir=out_dir, desc=desc)
+               lambda m, b: pair_loss_sum(m, b, loss, beta, margin, nll_weight, label_smoothing), tc, out_dir=out_dir,
+               desc=desc)

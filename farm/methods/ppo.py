@@ -31,6 +31,7 @@ from farm.methods.rollout import (
     KLController,
     collect_rollout,
     disable_dropout,
+    iterate,
     minibatch_updates,
     response_logprobs_tail,
     response_values,
@@ -154,8 +155,6 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
     the models restored) continues the run exactly where it stopped."""
     import copy
 
-    from tqdm.auto import tqdm
-
     torch.manual_seed(cfg.train.seed)
     ref_policy = ref_policy if ref_policy is not None else copy.deepcopy(policy)
     ref_policy.requires_grad_(False).eval()
@@ -167,15 +166,10 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
     pol_opt = make_optimizer(pol_params, cfg.train)
     val_opt = make_optimizer(val_params, cfg.train, lr=cfg.value_lr)
     kl_ctl = KLController(cfg.kl_coef, cfg.kl_target if cfg.adaptive_kl else None, cfg.kl_horizon)
-    rng = np.random.default_rng(cfg.train.seed)
-    history: list[dict] = []
     if resume:
-        pol_opt.load_state_dict(resume["pol_opt"])
-        val_opt.load_state_dict(resume["val_opt"])
-        kl_ctl.value, rng.bit_generator.state = resume["kl_coef"], resume["rng"]
-        torch.set_rng_state(resume["torch_rng"])
-        history = list(resume["history"])
-    for step in tqdm(range(len(history) + 1, cfg.steps + 1), desc="ppo", disable=not cfg.train.progress, leave=False):
+        kl_ctl.value = resume["kl_coef"]
+
+    def one_step(step: int, rng: np.random.Generator) -> dict:
         batch = [records[i] for i in rng.choice(len(records), cfg.rollout_batch_size,
                                                 replace=len(records) < cfg.rollout_batch_size)]
         ro, timing = collect_rollout(policy, ref_policy, tokenizer, batch, scorer, style=cfg.prompt_style,
@@ -202,15 +196,11 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
                "no_eos_frac": 1.0 - _has_eos(ro, tokenizer).mean().item(),
                **stats, **timing, "time_update": time.perf_counter() - t_update}
         kl_ctl.update(seq_kl, cfg.rollout_batch_size)
-        history.append(row)
-        if log:
-            log(row)
-        if on_step:
-            on_step(step, policy, value_model, {"step": step, "pol_opt": pol_opt.state_dict(),
-                                                "val_opt": val_opt.state_dict(), "kl_coef": kl_ctl.value,
-                                                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                                                "history": history})
-    return history
+        return row
+
+    return iterate(cfg, "ppo", {"pol_opt": pol_opt, "val_opt": val_opt}, one_step, resume=resume, log=log,
+                   on_step=(lambda step, state: on_step(step, policy, value_model, state)) if on_step else None,
+                   extra_state=lambda: {"kl_coef": kl_ctl.value})
 
 
 def _has_eos(ro: Rollout, tokenizer) -> torch.Tensor:

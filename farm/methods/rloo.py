@@ -26,8 +26,9 @@ import torch
 from farm.methods import maths
 from farm.methods.loop import RL_TRAIN_RENAMED, TrainConfig, make_optimizer, rl_train_config
 from farm.methods.rollout import (
-    collect_rollout,
     disable_dropout,
+    group_rollout,
+    iterate,
     minibatch_updates,
     response_logprobs_tail,
     start_run,
@@ -126,56 +127,29 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
     that `state` back as `resume` (with the policy restored) continues exactly where it stopped."""
     import copy
 
-    from tqdm.auto import tqdm
-
     torch.manual_seed(cfg.train.seed)
     ref_policy = ref_policy if ref_policy is not None else copy.deepcopy(policy)
     ref_policy.requires_grad_(False).eval()
     disable_dropout(policy)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg.train)
-    rng = np.random.default_rng(cfg.train.seed)
-    history: list[dict] = []
-    if resume:
-        opt.load_state_dict(resume["opt"])
-        rng.bit_generator.state = resume["rng"]
-        torch.set_rng_state(resume["torch_rng"])
-        history = list(resume["history"])
-    for step in tqdm(range(len(history) + 1, cfg.steps + 1), desc="rloo", disable=not cfg.train.progress,
-                     leave=False):
-        chosen = rng.choice(len(records), cfg.prompts_per_step, replace=len(records) < cfg.prompts_per_step)
-        batch = [records[i] for i in chosen for _ in range(cfg.k)]  # k consecutive copies per prompt
-        # one rollout, one optimiser step, no micro-batching: the training forward IS the behaviour forward (ratio
-        # exactly 1), so the separate no-grad pass TRL does is skipped — same maths, one policy forward fewer
-        on_policy = cfg.epochs == 1 and cfg.micro_batch_size == cfg.minibatch_size == len(batch)
-        ro, timing = collect_rollout(policy, ref_policy, tokenizer, batch, scorer, style=cfg.prompt_style,
-                                     temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                                     max_prompt_tokens=cfg.max_prompt_tokens, seed=int(rng.integers(2**62)),
-                                     missing_eos_score=cfg.missing_eos_score, behaviour_logprobs=not on_policy)
+
+    def one_step(step: int, rng: np.random.Generator) -> dict:
+        ro, timing, first = group_rollout(policy, ref_policy, tokenizer, records, scorer, cfg, rng)
         t_update = time.perf_counter()
         mask = ro.response_mask.float()
-        first = None
-        if on_policy:
-            first = response_logprobs_tail(policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask,
-                                           cfg.temperature, return_entropy=True)
-            ro.logprobs = first[0].detach()
         kl_tok = maths.kl_estimate(ro.logprobs, ro.ref_logprobs, "k1") * mask  # (B, R)
         rewards = ro.scores - cfg.kl_coef * kl_tok.sum(-1) if cfg.kl_in_reward else ro.scores  # (B,)
         adv = leave_one_out_advantages(rewards, cfg.k)
         if cfg.normalize_advantages:
             adv = (adv - adv.mean()) / (adv.std() + 1e-4)
-        sums = update_on_rollout(policy, opt, params, ro, adv, first, cfg, None if on_policy else rng)
-        row = {"step": step, "reward": ro.scores.mean().item(), "kl": kl_tok.sum(-1).mean().item(),
-               "rlhf_reward": rewards.mean().item(), "response_length": mask.sum(-1).mean().item(),
-               **sums, **timing,
-               "time_update": time.perf_counter() - t_update}
-        history.append(row)
-        if log:
-            log(row)
-        if on_step:
-            on_step(step, policy, {"step": step, "opt": opt.state_dict(), "rng": rng.bit_generator.state,
-                                   "torch_rng": torch.get_rng_state(), "history": history})
-    return history
+        sums = update_on_rollout(policy, opt, params, ro, adv, first, cfg, None if first is not None else rng)
+        return {"step": step, "reward": ro.scores.mean().item(), "kl": kl_tok.sum(-1).mean().item(),
+                "rlhf_reward": rewards.mean().item(), "response_length": mask.sum(-1).mean().item(), **sums,
+                **timing, "time_update": time.perf_counter() - t_update}
+
+    return iterate(cfg, "rloo", {"opt": opt}, one_step, resume=resume, log=log,
+                   on_step=(lambda step, state: on_step(step, policy, state)) if on_step else None)
 
 
 def update_on_rollout(policy, opt, params, ro, adv: torch.Tensor, first, cfg: Config,

@@ -135,7 +135,73 @@ def value_model_from_policy(policy):
     return vm.to(next(policy.parameters()).device)
 
 
-# ----- the update loop and the KL coefficient -----
+# ----- the outer loop, group rollouts, the update loop and the KL coefficient -----
+
+
+def iterate(cfg, desc: str, optimizers: dict, one_step: Callable[[int, np.random.Generator], dict], *,
+            resume: dict | None = None, log: Callable[[dict], None] | None = None,
+            on_step: Callable[[int, dict], None] | None = None,
+            extra_state: Callable[[], dict] | None = None) -> list[dict]:
+    """The outer loop of PPO, RLOO and GRPO: `cfg.steps` iterations of `one_step(step, rng) → metrics row`, one
+    numpy stream seeded by `cfg.train.seed`. After each, `on_step(step, state)` gets the loop state (every
+    optimiser by its name, both RNG streams, the history, and `extra_state()`); passing that state back as
+    `resume` (optimisers, RNGs and history restored here; the caller restores its extras and the models)
+    continues the run exactly where it stopped. Returns the history."""
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(cfg.train.seed)
+    history: list[dict] = []
+    if resume:
+        for name, opt in optimizers.items():
+            opt.load_state_dict(resume[name])
+        rng.bit_generator.state = resume["rng"]
+        torch.set_rng_state(resume["torch_rng"])
+        history = list(resume["history"])
+    for step in tqdm(range(len(history) + 1, cfg.steps + 1), desc=desc, disable=not cfg.train.progress,
+                     leave=False):
+        row = one_step(step, rng)
+        history.append(row)
+        if log:
+            log(row)
+        if on_step:
+            on_step(step, {"step": step, **{k: o.state_dict() for k, o in optimizers.items()},
+                           "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history,
+                           **(extra_state() if extra_state else {})})
+    return history
+
+
+def group_rollout(policy, ref_policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg,
+                  rng: np.random.Generator) -> tuple[Rollout, dict, tuple | None]:
+    """RLOO's and GRPO's rollout: `cfg.prompts_per_step` prompts, `cfg.k` responses each (k consecutive rows).
+    When the rollout gets one un-split optimiser step (`cfg.epochs == 1`, micro-batch = minibatch = the rollout),
+    the training forward IS the behaviour forward (ratio exactly 1): it is run here, with gradients, and returned
+    as `first` = (log-probs, entropy); the separate no-grad pass TRL does is skipped (same maths, one policy
+    forward fewer). Else `first` is None and `ro.logprobs` come from a no-grad pass."""
+    chosen = rng.choice(len(records), cfg.prompts_per_step, replace=len(records) < cfg.prompts_per_step)
+    batch = [records[i] for i in chosen for _ in range(cfg.k)]  # k consecutive copies per prompt
+    on_policy = cfg.epochs == 1 and cfg.micro_batch_size == cfg.minibatch_size == len(batch)
+    ro, timing = collect_rollout(policy, ref_policy, tokenizer, batch, scorer, style=cfg.prompt_style,
+                                 temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                                 max_prompt_tokens=cfg.max_prompt_tokens, seed=int(rng.integers(2**62)),
+                                 missing_eos_score=cfg.missing_eos_score, behaviour_logprobs=not on_policy)
+    first = None
+    if on_policy:
+        first = response_logprobs_tail(policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask,
+                                       cfg.temperature, return_entropy=True)
+        ro.logprobs = first[0].detach()
+    return ro, timing, first
+
+
+def select_rows(ro: Rollout, idx: torch.Tensor) -> Rollout:
+    """The rollout restricted to rows `idx` (e.g. the groups dynamic sampling keeps)."""
+    pick = idx.tolist()
+    return Rollout(ro.prompt_ids[idx], ro.prompt_mask[idx], ro.response_ids[idx], ro.response_mask[idx],
+                   None if ro.logprobs is None else ro.logprobs[idx],
+                   None if ro.ref_logprobs is None else ro.ref_logprobs[idx],
+                   None if ro.scores is None else ro.scores[idx], [ro.prompts[i] for i in pick],
+                   [ro.responses[i] for i in pick])
+
+
 
 
 def minibatch_updates(units: torch.Tensor, micro_step: Callable[[torch.Tensor, torch.Tensor], dict],
