@@ -49,6 +49,12 @@ class Stages:
         self.done: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.log = log
 
+    def record(self, name: str, result: dict) -> None:
+        """A stage finished elsewhere (a worker process), with its own `seconds` and `cpu_seconds`."""
+        self.done[name] = result
+        atomic_write_text(self.path, json.dumps(self.done, indent=1, default=str) + "\n")
+        self.log(f"  {name:<28} done in {result.get('seconds', 0):.1f} s (worker)")
+
     def run(self, name: str, fn: Callable[[], dict]) -> dict:
         if name in self.done:
             self.log(f"  {name:<28} done earlier (resumed)")
@@ -99,26 +105,31 @@ def build_world(plan: Plan):
 
 class CompareRun:
     def __init__(self, cfg: CompareConfig, log: Callable[[str], None] = print, source: str | Path | None = None,
-                 overrides: list[str] | None = None):
+                 overrides: list[str] | None = None, worker: bool = False):
         self.cfg = cfg
         self.dir = Path(cfg.run_dir).resolve()
         self.progress = cfg.progress and sys.stderr.isatty()  # bars only where someone watches them
-        self.plan = Plan(cfg, self.dir, source, self.progress, overrides)
+        # training loops get `progress` as it is: a bar on a terminal, status lines in a log
+        self.plan = Plan(cfg, self.dir, source, cfg.progress, overrides)
         self.world = build_world(self.plan)
-        validate(self.plan, self.world)  # every section, judge and path, before anything is written
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.log = _tee(log, self.dir / "run.log")
+        self._annotators: dict[str, Any] = {}
         if cfg.threads > 0:
             import torch
 
             torch.set_num_threads(cfg.threads)
+        if worker:  # a worker process of `workers > 1`: the parent checked, saved and logs
+            self.log = log
+            return
+        validate(self.plan, self.world)  # every section, judge and path, before anything is written
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log = _tee(log, self.dir / "run.log")
+        _log_to(self.dir / "run.log")
         self._check_config()
         self.stages = Stages(self.dir, self.log)
-        self._annotators: dict[str, Any] = {}
 
     def _check_config(self) -> None:
         path = self.dir / "config.yaml"
-        ignore = ("progress", "threads", "concurrency", "run_dir")  # run_dir: the same folder however spelled
+        ignore = ("progress", "threads", "concurrency", "run_dir", "workers")  # run_dir: however it is spelled
         if path.exists():
             import yaml
 
@@ -339,6 +350,33 @@ class CompareRun:
 
         return write_report(self)
 
+    def row_stage(self, m: str, k: int, sft_model: str, rm: str) -> dict:
+        if m == "sft":
+            return {"outputs": self.eval_outputs_of("sft", sft_model, k)}
+        if m == "best_of_n":
+            return self.stage_best_of_n(sft_model, rm, k)
+        if m == "best_of_n_judge":
+            return self.stage_best_of_n_judge(sft_model, rm, k)
+        return self.stage_method(m, k)
+
+    def _run_parallel(self, jobs: list, sft_model: str, rm: str) -> None:
+        """Unfinished jobs in `workers` processes; each finished stage is recorded (and logged) as it lands, so an
+        interrupt keeps every finished row."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        todo = [[st for st in job if st[0] not in self.stages.done] for job in jobs]
+        todo = [job for job in todo if job]
+        if not todo:
+            return
+        self.log(f"  {len(todo)} jobs in {self.cfg.workers} worker processes ...")
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=self.cfg.workers, mp_context=ctx) as pool:
+            futures = [pool.submit(_job, str(self.dir), job, sft_model, rm) for job in todo]
+            for f in as_completed(futures):
+                for stage, result in f.result():
+                    self.stages.record(stage, result)
+
     # -- the whole protocol --
     def run(self) -> dict:
         s, cfg = self.stages, self.cfg
@@ -350,19 +388,13 @@ class CompareRun:
         s.run("pairs", lambda: self.stage_pairs(sft_model))
         s.run("preferences", self.stage_preferences)
         rm = s.run("reward", self.stage_reward)["model"]
-        rows = []
-        for m in cfg.methods:
-            for k in self.plan.seeds(m):
-                row = seeded(m, k)
-                if m == "sft":
-                    s.run(f"outputs:{row}", lambda k=k: {"outputs": self.eval_outputs_of("sft", sft_model, k)})
-                elif m == "best_of_n":
-                    s.run(f"method:{row}", lambda k=k: self.stage_best_of_n(sft_model, rm, k))
-                elif m == "best_of_n_judge":
-                    s.run(f"method:{row}", lambda k=k: self.stage_best_of_n_judge(sft_model, rm, k))
-                else:
-                    s.run(f"method:{row}", lambda m=m, k=k: self.stage_method(m, k))
-                rows.append(row)
+        jobs = row_jobs(cfg.methods, self.plan.seeds)
+        rows = [row for job in jobs for _, row, _, _ in job]
+        if cfg.workers > 1:
+            self._run_parallel(jobs, sft_model, rm)
+        for job in jobs:  # in order; rows a worker finished are done already
+            for stage, _, m, k in job:
+                s.run(stage, lambda m=m, k=k: self.row_stage(m, k, sft_model, rm))
         ann = s.run("evaluate", lambda: self.stage_evaluate(rows))
         s.run("leaderboard", lambda: self.stage_leaderboard({k: v for k, v in ann.items()
                                                              if k not in ("seconds", "cpu_seconds")}))
@@ -373,8 +405,53 @@ class CompareRun:
         return s.done
 
 
+def row_jobs(methods: list[str], seeds: Callable[[str], list[int]]) -> list[list[tuple[str, str, str, int]]]:
+    """The method rows as independent jobs of (stage name, row, method, seed index) steps. A seed's best_of_n and
+    best_of_n_judge share one job: they pick among the same sampled candidates."""
+    jobs: dict[tuple, list] = {}
+    for m in methods:
+        for k in seeds(m):
+            row = seeded(m, k)
+            stage = f"outputs:{row}" if m == "sft" else f"method:{row}"
+            key = ("best_of_n", k) if m in ("best_of_n", "best_of_n_judge") else (m, k)
+            jobs.setdefault(key, []).append((stage, row, m, k))
+    return list(jobs.values())
+
+
+def _job(run_dir: str, steps: list[tuple[str, str, str, int]], sft_model: str, rm: str) -> list[tuple[str, dict]]:
+    """A worker process: one job's stages of the run in `run_dir` (its config.yaml), timed like `Stages.run`."""
+    from farm.config import load_config
+
+    run = CompareRun(load_config(CompareConfig, Path(run_dir) / "config.yaml"), log=lambda line: None, worker=True)
+    _log_to(Path(run_dir) / "run.log")  # its training status lines too
+    out = []
+    for stage, _, m, k in steps:
+        t0, c0 = time.time(), time.process_time()
+        result = run.row_stage(m, k, sft_model, rm) or {}
+        result["seconds"] = round(time.time() - t0, 2)
+        result["cpu_seconds"] = round(time.process_time() - c0, 2)
+        out.append((stage, result))
+    return out
+
+
 def _scalars(res: dict | None) -> dict:
     return {k: v for k, v in (res or {}).items() if isinstance(v, (int, float, str, bool)) and k != "model"}
+
+
+def _log_to(path: Path) -> None:
+    """The `farm` logger (training status lines) also goes to the run's run.log."""
+    import logging
+
+    logger = logging.getLogger("farm")
+    logger.setLevel(logging.INFO)
+    for h in list(logger.handlers):
+        if getattr(h, "farm_run_log", False):
+            logger.removeHandler(h)
+            h.close()
+    h = logging.FileHandler(path, encoding="utf-8")
+    h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    h.farm_run_log = True
+    logger.addHandler(h)
 
 
 def _tee(log: Callable[[str], None], path: Path) -> Callable[[str], None]:

@@ -115,9 +115,14 @@ class CompareConfig:
     threads: int = 1
     """CPU threads for torch (0 = torch's default). Tiny models run several times faster on 1 thread than on 2
     busy cores; raise it for bigger models on a many-core CPU"""
+    workers: int = 1
+    """processes that train the method rows side by side (each row's seeds and methods are independent once SFT,
+    preferences and the reward model exist); 2 uses both cores of a 2-core laptop. Results do not depend on it"""
     progress: bool = True
 
     def __post_init__(self):
+        if self.workers < 1:
+            raise FarmError("workers must be at least 1", field="workers")
         if self.method_seeds < 1:
             raise FarmError("method_seeds must be at least 1", field="method_seeds")
 

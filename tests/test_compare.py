@@ -227,3 +227,17 @@ def test_readme_table_is_the_runs_leaderboard(smoke_run):
             d = pv[(pv.judge == "gold") & (pv.model_a == m)].iloc[0]
             assert f"{d['difference']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]" in line
     assert "48 eval prompts, 2 training seed(s)" in text and "torch 2." in text
+
+
+def test_two_worker_processes_give_the_same_leaderboard_as_one(tmp_path):
+    args = ["progress=false", "methods=[sft,dpo,rloo]", "n_boot=50"]
+    one = compare(REPO / "configs" / "smoke.yaml", args + [f"run_dir={tmp_path / 'one'}"], log=lambda s: None)
+    logs: list[str] = []
+    two = compare(REPO / "configs" / "smoke.yaml", args + [f"run_dir={tmp_path / 'two'}", "workers=2"],
+                  log=logs.append)
+    assert any("(worker)" in line for line in logs)  # rows really ran in the worker processes
+    a = pd.read_csv(one.dir / "leaderboard.csv", index_col=0)
+    b = pd.read_csv(two.dir / "leaderboard.csv", index_col=0)
+    pd.testing.assert_frame_equal(a, b)
+    assert set(json.loads((two.dir / "stages.json").read_text())) == set(json.loads((one.dir / "stages.json")
+                                                                                      .read_text()))
