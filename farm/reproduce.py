@@ -288,11 +288,20 @@ def study_world_noise(data=None, **kwargs) -> dict[str, pd.DataFrame]:
     return study(data, **{k: v for k, v in kwargs.items() if k != "n_boot"})
 
 
+def study_pool_ablation(data=None, **kwargs) -> dict[str, pd.DataFrame]:
+    """Study 5 (a finished compare run): which eval-pool property breaks tracking of the simulated humans; see
+    farm/reproduce_pool.py."""
+    from farm.reproduce_pool import study_pool_ablation as study
+
+    return study(data, **kwargs)
+
+
 STUDIES: dict[str, Callable[..., dict[str, pd.DataFrame]]] = {
     "pandalm": study_pandalm,
     "alpaca_eval_arena": study_alpaca_eval_arena,
     "alpacafarm_table2": study_alpacafarm_table2,
     "world_noise": study_world_noise,
+    "pool_ablation": study_pool_ablation,
     "live": study_live,
 }
 
@@ -318,14 +327,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("--details", action="store_true", help="also print every table behind the summary")
     p.add_argument("--annotator", default="", help="study 'live': the judge folder to evaluate (needs its key/server)")
     p.add_argument("--limit", type=int, default=200, help="study 'live': how many PandaLM pairs (0 = all 999)")
-    p.add_argument("--run", default=None, help="study 'world_noise': an existing `farm compare` run folder")
+    p.add_argument("--run", default=None, help="studies 'world_noise' and 'pool_ablation': an existing `farm compare` "
+                                               "run folder")
     args = p.parse_args(argv)
-    names = [n for n in STUDIES if n != "live"] if args.study == "all" else [args.study]
+    names = [n for n in STUDIES if n not in ("live", "pool_ablation")] if args.study == "all" else [args.study]
     for name in names:
         kwargs = {"seed": args.seed} | ({"n_boot": args.n_boot} if args.n_boot is not None else {})
         if name == "live":
             kwargs |= {"annotator": args.annotator, "limit": args.limit}
-        if name == "world_noise" and args.run:
+        if name in ("world_noise", "pool_ablation") and args.run:
             kwargs["run"] = args.run
         result = STUDIES[name](args.data, **kwargs)
         print(f"== {name} ==\n{format_summary(result['summary'])}\n")

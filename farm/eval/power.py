@@ -9,9 +9,9 @@ method's win rate is 100 × the mean over seeds and prompts.
   the same seed indices and the same prompts for every method in one draw, so differences between methods stay
   paired on the prompts and rank statistics see one coherent resampled world (Field & Welsh 2007, "Bootstrapping
   clustered data"; as the RL-evaluation literature asks for seed variance, Agarwal et al. 2021).
-- **Intervals**: bias-corrected and accelerated (BCa, Efron 1987) from those draws, with the acceleration from
-  a leave-one-prompt-out jackknife; a BCa interval contains its own estimate unless the bootstrap distribution
-  lies entirely on one side of it, where we widen it to include the estimate and say so (`clipped`).
+- **Intervals** (`interval`): percentiles of those draws, widened to include the estimate where they would not
+  (and flagged `clipped`). The two-level bootstrap counts the seed × prompt noise at both levels, so it is
+  conservative for means (tests/test_eval_power.py checks it against the true spread by simulation).
 - **Power** (`variance_components`, `minimum_detectable`, `required_size`): the paired difference
   d[s, i] = v[m, s, i] − v[ref, s, i] is modelled as Δ + a_i (prompt) + u_s (seed) + e_si, so
   Var(mean d) = σ²_a / n + τ² / k + σ²_e / (n k) for n prompts and k seeds. The components are estimated from a
@@ -57,16 +57,6 @@ def resampled_means(v: np.ndarray, n_boot: int = 1000, seed: int = 0) -> np.ndar
     return np.nansum(per_seed * sc[:, None, :], axis=2) / w.sum(axis=2)
 
 
-def jackknife_means(v: np.ndarray) -> np.ndarray:
-    """(N, M): the mean over seeds and prompts with each prompt left out in turn (for BCa's acceleration)."""
-    v = np.asarray(v, dtype=float)
-    ok = ~np.isnan(v)
-    x = np.where(ok, v, 0.0)
-    tot, cnt = x.sum(2, keepdims=True), ok.sum(2, keepdims=True)  # (M, S, 1)
-    per_seed = (tot - x) / np.maximum(cnt - ok, 1)  # (M, S, N): seed means without prompt i
-    return np.nanmean(per_seed, axis=1).T  # (N, M)
-
-
 def point_means(v: np.ndarray) -> np.ndarray:
     """(M,) mean over prompts within each seed, then over seeds."""
     return np.nanmean(np.nanmean(np.asarray(v, dtype=float), axis=2), axis=1)
@@ -80,37 +70,23 @@ class Interval:
     """the bootstrap distribution lay entirely on one side of the estimate: the interval was widened to it"""
 
 
-def bca(estimate: float, boot: np.ndarray, jack: np.ndarray, level: float = 0.95) -> Interval:
-    """BCa interval from bootstrap replicates `boot` (B,) and jackknife replicates `jack` (N,) of a statistic.
+def interval(estimate: float, boot: np.ndarray, level: float = 0.95) -> Interval:
+    """Percentile interval of bootstrap replicates `boot`, widened (and flagged `clipped`) when it would exclude
+    the estimate itself (a rank correlation of 1.0 whose replicates are all below 1). For rank correlations over a
+    handful of methods this covers better than BCa: in tests/test_eval_power.py's simulation, 89–97% for a nominal
+    95% where BCa gave 78–91% (BCa's bias correction over-shifts the skewed, attenuated replicates).
 
-    >>> rng = np.random.default_rng(0); x = rng.normal(size=400)
-    >>> b = np.array([rng.choice(x, 400).mean() for _ in range(2000)])
-    >>> j = np.array([np.delete(x, i).mean() for i in range(400)])
-    >>> iv = bca(x.mean(), b, j); bool(iv.low < x.mean() < iv.high), round(iv.high - iv.low, 1)
-    (True, 0.2)
+    >>> iv = interval(1.0, np.array([0.8, 0.9, 0.95, 0.9])); (iv.high, iv.clipped)
+    (1.0, True)
     """
     boot = np.asarray(boot, float)
     boot = boot[np.isfinite(boot)]
     if boot.size == 0 or not np.isfinite(estimate):
         return Interval(float("nan"), float("nan"))
-    below = (boot < estimate).mean() + 0.5 * (boot == estimate).mean()
-    if below <= 0.0 or below >= 1.0 or np.all(boot == boot[0]):
-        lo, hi = float(np.min(boot)), float(np.max(boot))
-        return Interval(min(lo, estimate), max(hi, estimate), clipped=True)
-    z0 = sps.norm.ppf(below)
-    jack = np.asarray(jack, float)
-    jack = jack[np.isfinite(jack)]
-    d = jack.mean() - jack if jack.size else np.zeros(1)
-    denom = 6.0 * (np.sum(d ** 2) ** 1.5)
-    a = float(np.sum(d ** 3) / denom) if denom > 0 else 0.0
     alpha = (1 - level) / 2
-    qs = []
-    for z in (sps.norm.ppf(alpha), sps.norm.ppf(1 - alpha)):
-        adj = z0 + (z0 + z) / (1 - a * (z0 + z))
-        qs.append(float(sps.norm.cdf(adj)))
-    lo, hi = np.quantile(boot, qs)
+    lo, hi = (float(q) for q in np.quantile(boot, [alpha, 1 - alpha]))
     clipped = not (lo <= estimate <= hi)
-    return Interval(float(min(lo, estimate)), float(max(hi, estimate)), clipped)
+    return Interval(min(lo, float(estimate)), max(hi, float(estimate)), clipped)
 
 
 # ----- power -----

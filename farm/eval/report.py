@@ -4,7 +4,7 @@ differences with SFT, minimum detectable differences, rank correlations between 
 
 Rows of a run are `method` (seed 0) and `method@sK` (seed K); every row answered every eval prompt under every
 judge. `v[m, s, i]` = P(row (m, s) better than the baseline on prompt i). Intervals come from the hierarchical
-bootstrap of `farm.eval.power` (seeds, then prompts; the same draws for every method and judge) with BCa ends.
+bootstrap of `farm.eval.power` (seeds, then prompts; the same draws for every method and judge).
 """
 
 from __future__ import annotations
@@ -67,16 +67,15 @@ def preference_array(path: str | Path, methods: list[str], n_seeds: int) -> tupl
 
 
 def method_stats(v: np.ndarray, n_boot: int, seed: int) -> dict[str, np.ndarray]:
-    """Point win rates (M,), bootstrap replicates (B, M) and jackknife replicates (N, M), all ×100."""
-    return {"point": 100 * power.point_means(v), "boot": 100 * power.resampled_means(v, n_boot, seed),
-            "jack": 100 * power.jackknife_means(v)}
+    """Point win rates (M,) and bootstrap replicates (B, M), ×100."""
+    return {"point": 100 * power.point_means(v), "boot": 100 * power.resampled_means(v, n_boot, seed)}
 
 
 # ----- the leaderboard stage -----
 
 def leaderboards(run, annotations: dict[str, str]) -> dict:
     """leaderboard_{judge}.csv (one row per method and seed, AlpacaEval columns), leaderboard.csv (one row per
-    method: win rate over seeds and prompts ± bootstrap SE, BCa interval, LC, length), paired_vs_sft.csv,
+    method: win rate over seeds and prompts ± bootstrap SE, 95% interval, LC, length), paired_vs_sft.csv,
     correlation.csv (+ correlation_pool_vs_human.csv), and the minimum detectable difference per judge."""
     from farm.eval import leaderboard
 
@@ -117,7 +116,7 @@ def _method_table(run, methods, per_row, stats) -> pd.DataFrame:
     cols = {}
     for label, st in stats.items():
         lb = per_row[label]
-        ivs = [power.bca(st["point"][a], st["boot"][:, a], st["jack"][:, a]) for a in range(len(methods))]
+        ivs = [power.interval(st["point"][a], st["boot"][:, a]) for a in range(len(methods))]
         cols[f"{label}_win_rate"] = st["point"]
         cols[f"{label}_standard_error"] = st["boot"].std(0, ddof=1)
         cols[f"{label}_win_rate_ci_low"] = [iv.low for iv in ivs]
@@ -134,7 +133,7 @@ def _method_table(run, methods, per_row, stats) -> pd.DataFrame:
 
 
 def paired_table(methods: list[str], arrays: dict, stats: dict, ref: str = "sft") -> pd.DataFrame:
-    """Each method − `ref` per judge on the same prompts and seed indices: Δ (points), bootstrap SE, BCa interval,
+    """Each method − `ref` per judge on the same prompts and seed indices: Δ (points), bootstrap SE, 95% interval,
     p-values, the minimum difference this run's size detects with 80% power, and the variance components."""
     r = methods.index(ref)
     rows = []
@@ -145,7 +144,7 @@ def paired_table(methods: list[str], arrays: dict, stats: dict, ref: str = "sft"
                 continue
             boot = st["boot"][:, a] - st["boot"][:, r]
             est = float(st["point"][a] - st["point"][r])
-            iv = power.bca(est, boot, st["jack"][:, a] - st["jack"][:, r])
+            iv = power.interval(est, boot)
             se = float(boot.std(ddof=1))
             c = power.variance_components(100 * (v[a] - v[r]))
             tail = min((boot <= 0).mean(), (boot >= 0).mean())
@@ -159,26 +158,30 @@ def paired_table(methods: list[str], arrays: dict, stats: dict, ref: str = "sft"
     return pd.DataFrame(rows)
 
 
-def correlation_table(methods: list[str], stats: dict) -> pd.DataFrame:
-    """Spearman / Kendall / Pearson between the judges' method rankings, with BCa intervals from the shared
-    hierarchical draws (every judge sees the same resampled seeds and prompts)."""
+def rank_agreement(a: dict, b: dict, statistic: str = "spearman") -> tuple[float, float, float]:
+    """(estimate, low, high) of the rank correlation between two judges' method win rates, from their
+    `method_stats` (made with the same seed, so with the same resampled seeds and prompts)."""
     from farm.eval.correlation import correlations
 
-    pairs = [("pool", "human"), ("gold", "human"), ("gold", "pool")]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = float(np.ravel(correlations(a["point"][None], b["point"][None])[statistic])[0])
+        boot = np.ravel(correlations(a["boot"], b["boot"])[statistic])
+    iv = power.interval(point, boot)
+    return point, iv.low, iv.high
+
+
+def correlation_table(methods: list[str], stats: dict) -> pd.DataFrame:
+    """Spearman / Kendall / Pearson between the judges' method rankings, with intervals from the shared
+    hierarchical draws (every judge sees the same resampled seeds and prompts)."""
     rows = []
-    for a, b in pairs:
+    for a, b in [("pool", "human"), ("gold", "human"), ("gold", "pool")]:
         if a not in stats or b not in stats:
             continue
-        with np.errstate(invalid="ignore", divide="ignore"):
-            point = correlations(stats[a]["point"][None], stats[b]["point"][None])
-            boot = correlations(stats[a]["boot"], stats[b]["boot"])
-            jack = correlations(stats[a]["jack"], stats[b]["jack"])
         for name in ("spearman", "kendall", "pearson"):
-            est = float(np.ravel(point[name])[0])
-            iv = power.bca(est, np.ravel(boot[name]), np.ravel(jack[name]))
-            rows.append({"pair": f"{a} vs {b}", "statistic": name, "value": est, "ci_low": iv.low,
-                         "ci_high": iv.high, "interval_clipped": iv.clipped, "n_models": len(methods),
-                         "interval": "BCa, hierarchical bootstrap (seeds, then prompts)"})
+            est, lo, hi = rank_agreement(stats[a], stats[b], name)
+            rows.append({"pair": f"{a} vs {b}", "statistic": name, "value": est, "ci_low": lo, "ci_high": hi,
+                         "n_models": len(methods), "interval": "percentile, hierarchical bootstrap (seeds, then "
+                                                               "prompts), widened to the estimate if needed"})
     return pd.DataFrame(rows)
 
 

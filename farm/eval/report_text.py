@@ -40,7 +40,7 @@ def readme_table(data: dict[str, Any]) -> str:
                 cells.append((f"**{_ci(d, True)}**" if sep else _ci(d, True)) if d else "—")
         lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
     lines += ["", f"Win rate (%) against the baseline on {data['n_prompts']} eval prompts, {data['n_seeds']} training "
-              f"seed(s) per method, [95% BCa interval: seeds, then prompts resampled]; Δ = paired difference with SFT "
+              f"seed(s) per method, [95% interval: seeds, then prompts resampled]; Δ = paired difference with SFT "
               f"(bold: the interval excludes 0)."]
     corr = data.get("correlation") or {}
     if corr:
@@ -65,7 +65,7 @@ def render_report(run, lb: pd.DataFrame, paired: pd.DataFrame | None, corr: pd.D
              f"World: {cfg.world.name or 'user data'} · seed {cfg.seed} · {n_prompts} eval prompts × {S} training "
              f"seed(s) per method · training pool: {cfg.train_pool} · eval pool: {cfg.eval_pool} · human: {cfg.human}",
              "", "## Leaderboard", "",
-             "Win rate (%) against the baseline, [95% BCa interval over seeds, then prompts]; LC = the eval pool's "
+             "Win rate (%) against the baseline, [95% interval over seeds, then prompts]; LC = the eval pool's "
              "length-controlled win rate; figures/winrates.png.", "",
              "| method | " + " | ".join(t for _, t in judges) + " | pool LC | avg length |",
              "|---" * (len(judges) + 3) + "|"]
@@ -77,7 +77,7 @@ def render_report(run, lb: pd.DataFrame, paired: pd.DataFrame | None, corr: pd.D
     if paired is not None and len(paired):
         js = [j for j, _ in judges if j in set(paired.judge)]
         lines += ["", "## Against the SFT policy (paired)", "",
-                  "Method − SFT in win-rate points on the same prompts: Δ [95% BCa interval] (bold: excludes 0); "
+                  "Method − SFT in win-rate points on the same prompts: Δ [95% interval] (bold: excludes 0); "
                   "paired_vs_sft.csv, figures/paired_vs_sft.png.", "",
                   "| method | " + " | ".join(dict(JUDGES)[j] for j in js) + " |", "|---" * (len(js) + 1) + "|"]
         for m in [m for m in lb.index if m != "sft"]:

@@ -62,6 +62,8 @@ class TrainConfig:
     """data order and initialisation seed"""
     save_every: int = 0
     """checkpoint every k steps (0 = only at the end); a re-run resumes from the last checkpoint"""
+    group_by_length: bool = False
+    """batch examples of similar length together (less padding, faster steps; batches are less mixed)"""
     save_every_seconds: float = 0.0
     """also checkpoint once this many seconds have passed since the last one (0 = off): an interrupt then loses
     at most that much work"""
@@ -281,7 +283,8 @@ LossFn = Callable[[Any, dict], tuple[Any, dict]]  # (model, batch) → (loss SUM
 
 def fit(model, tokenizer, examples: Sequence, make_batch: Callable[[list], tuple[dict, float]], loss_fn: LossFn,
         tc: TrainConfig, out_dir: PathLike | None = None, accelerator=None, desc: str = "train",
-        prepare_step: Callable[[Any, list[dict], Any], None] | None = None) -> dict[str, Any]:
+        prepare_step: Callable[[Any, list[dict], Any], None] | None = None,
+        lengths: Sequence[int] | None = None) -> dict[str, Any]:
     """Train `model` in place on `examples`.
 
     make_batch(list of examples) → (dict of tensors, number of loss units in it), e.g. response tokens;
@@ -326,7 +329,11 @@ def fit(model, tokenizer, examples: Sequence, make_batch: Callable[[list], tuple
     model, optimizer = acc.prepare(model, optimizer)
 
     def order(epoch: int) -> np.ndarray:  # the same on every process; a function of the seed only
-        return np.random.default_rng(stable_seed(tc.seed, "data", epoch)).permutation(len(examples))
+        rng = np.random.default_rng(stable_seed(tc.seed, "data", epoch))
+        perm = rng.permutation(len(examples))
+        if tc.group_by_length and lengths is not None:
+            perm = group_by_length(perm, np.asarray(lengths), per_step, rng)
+        return perm
 
     from farm.progress import Progress
 
@@ -390,6 +397,29 @@ def fit(model, tokenizer, examples: Sequence, make_batch: Callable[[list], tuple
     return {"steps": history[-1]["step"] if history else 0, "total_steps": total, "finished": finished,
             "loss": history[-1]["loss"] if history else float("nan"), "history": history,
             "model": acc.unwrap_model(model)}
+
+
+def group_by_length(perm, lengths, per_step: int, rng, chunk_steps: int = 64):
+    """`perm` reordered so that each step's examples have similar lengths (less padding): within each chunk of
+    `chunk_steps` steps, examples are sorted by length, cut into steps, and the steps shuffled. Every example still
+    appears once per epoch, in an order that is a function of the seed only.
+
+    >>> import numpy as np
+    >>> out = group_by_length(np.arange(8), np.array([1, 9, 2, 8, 3, 7, 4, 6]), 2, np.random.default_rng(0), 4)
+    >>> sorted(out.tolist()) == list(range(8)), sorted(tuple(sorted(out[i:i + 2].tolist())) for i in (0, 2, 4, 6))
+    (True, [(0, 2), (1, 3), (4, 6), (5, 7)])
+    """
+    import numpy as np
+
+    out = []
+    size = per_step * chunk_steps
+    for s in range(0, len(perm), size):
+        chunk = perm[s:s + size]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        steps = [chunk[i:i + per_step] for i in range(0, len(chunk), per_step)]
+        for j in rng.permutation(len(steps)):
+            out.append(steps[j])
+    return np.concatenate(out) if out else perm
 
 
 def write_metrics(out_dir: PathLike, metrics: dict[str, Any]) -> Path:
@@ -470,4 +500,5 @@ def train_sft(model, tokenizer, records: list[dict], tc: TrainConfig, *, max_len
         logits, targets = response_logits(model, b)
         return F.cross_entropy(logits.float(), targets, reduction="sum"), {}
 
-    return fit(model, tokenizer, rows, make_batch, loss_fn, tc, out_dir, accelerator, desc="sft")
+    return fit(model, tokenizer, rows, make_batch, loss_fn, tc, out_dir, accelerator, desc="sft",
+               lengths=[len(p) + len(r) for p, r in rows])
