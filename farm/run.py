@@ -141,7 +141,7 @@ class CompareRun:
         save_config(self.cfg, path)
         from farm.eval.report import environment
 
-        atomic_write_text(self.p("environment.json"), json.dumps(environment(self.cfg.threads), indent=1) + "\n")
+        atomic_write_text(self.p("environment.json"), json.dumps(environment(self.cfg.threads, self.cfg.workers), indent=1) + "\n")
 
     def p(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)

@@ -23,7 +23,7 @@ from farm.io import read_records
 JUDGE_LABELS = {"human": "simulated human", "pool": "eval pool", "gold": "gold"}
 
 
-def environment(threads: int) -> dict[str, Any]:
+def environment(threads: int, workers: int = 1) -> dict[str, Any]:
     """What the numbers were measured on (environment.json in the run folder)."""
     import os
 
@@ -32,7 +32,8 @@ def environment(threads: int) -> dict[str, Any]:
     import farm
 
     return {"farm": farm.__version__, "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "threads_setting": threads, "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "threads_setting": threads, "workers": workers,
+            "cpu_count": os.cpu_count(),
             "machine": platform.machine(), "processor": _cpu_name(), "platform": platform.platform(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
@@ -303,7 +304,8 @@ def readme_rows(run_dir: str | Path) -> dict[str, Any]:
                            "wall_seconds": round(sum(v.get("seconds", 0) for v in stages.values()), 0),
                            "cpu_seconds": round(sum(v.get("cpu_seconds", 0) for v in stages.values()), 0),
                            "mde_80": stages["leaderboard"].get("mde_80"), "torch": env.get("torch"),
-                           "threads": env.get("torch_threads"), "processor": env.get("processor")}
+                           "threads": env.get("torch_threads"), "processor": env.get("processor"),
+                           "cpu_count": env.get("cpu_count"), "workers": env.get("workers", 1)}
     if corr is not None:
         out["correlation"] = {f"{r.pair}": [round(r.value, 2), round(r.ci_low, 2), round(r.ci_high, 2)]
                               for r in corr.itertuples() if r.statistic == "spearman"}

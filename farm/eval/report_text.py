@@ -39,6 +39,7 @@ def readme_table(data: dict[str, Any]) -> str:
                 sep = d is not None and (d[1] > 0 or d[2] < 0)
                 cells.append((f"**{_ci(d, True)}**" if sep else _ci(d, True)) if d else "—")
         lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    lines += ["", *reading(data)]
     lines += ["", f"Win rate (%) against the baseline on {data['n_prompts']} eval prompts, {data['n_seeds']} training "
               f"seed(s) per method, [95% interval: seeds, then prompts resampled]; Δ = paired difference with SFT "
               f"(bold: the interval excludes 0)."]
@@ -50,10 +51,29 @@ def readme_table(data: dict[str, Any]) -> str:
     if mde:
         lines.append("Smallest paired difference this run detects with 80% power (median over methods): "
                      + ", ".join(f"{dict(JUDGES).get(j, j)} {v:.1f}" for j, v in mde.items()) + " points.")
-    lines.append(f"Measured: {data['wall_seconds']:.0f} s wall ({data['cpu_seconds']:.0f} s CPU in the run's "
-                 f"process) on {data.get('processor') or 'an unnamed CPU'}, torch {data.get('torch')}, "
-                 f"{data.get('threads')} thread(s).")
+    lines.append(f"Measured: {data['wall_seconds']:.0f} s wall, {data['cpu_seconds']:.0f} s of CPU summed over "
+                 f"stages, on {data.get('processor') or 'an unnamed CPU'} ({data.get('cpu_count')} cores), torch "
+                 f"{data.get('torch')}, {data.get('threads')} thread(s) per process, {data.get('workers', 1)} "
+                 f"worker process(es).")
     return "\n".join(lines)
+
+
+def reading(data: dict[str, Any]) -> list[str]:
+    """The table in words: which methods beat SFT under gold, which only please the pool or the humans."""
+    def names(pred) -> str:
+        out = [r["method"] for r in data["rows"] if r["method"] != "sft" and pred(r)]
+        return ", ".join(f"`{m}`" for m in out) if out else "none"
+
+    def sep(r, j, sign):
+        d = r.get(f"delta_{j}")
+        return d is not None and (d[1] > 0 if sign > 0 else d[2] < 0)
+
+    if not any("delta_gold" in r for r in data["rows"]):
+        return []
+    return [f"Above SFT under gold (the truth), beyond the 95% interval: {names(lambda r: sep(r, 'gold', 1))}. "
+            f"Below it: {names(lambda r: sep(r, 'gold', -1))}. "
+            f"The simulated humans prefer to SFT, while gold ranks below it: "
+            f"{names(lambda r: sep(r, 'human', 1) and sep(r, 'gold', -1))}."]
 
 
 def render_report(run, lb: pd.DataFrame, paired: pd.DataFrame | None, corr: pd.DataFrame | None,
