@@ -232,6 +232,7 @@ def preference_from_record(rec: dict, path: PathLike, line: int) -> float | None
 def annotation_from_record(rec: dict, path: PathLike = "<records>", line: int = 0) -> Annotation:
     pair = pair_from_record(rec, path, line)
     price = rec.get("price_per_example") or 0.0
+    spent = rec.get("price_spent") or 0.0
     time = rec.get("time_per_example") or 0.0
     return Annotation(
         pair=pair,
@@ -241,6 +242,7 @@ def annotation_from_record(rec: dict, path: PathLike = "<records>", line: int = 
         price=float(price) if isinstance(price, (int, float)) and math.isfinite(price) else 0.0,
         time=float(time) if isinstance(time, (int, float)) and math.isfinite(time) else 0.0,
         meta=rec.get("annotation_meta") or {},
+        price_spent=float(spent) if isinstance(spent, (int, float)) and math.isfinite(spent) else 0.0,
     )
 
 
