@@ -24,6 +24,11 @@ Faults are queued (`server.faults.append("429")`) and consumed one per request, 
     "no_usage"                               a good answer without the usage block (0 tokens reported)
     "echo_key" / ("echo_key", status)        an error (401 by default) whose message quotes the caller's key,
                                              as real APIs do ("Incorrect API key provided: sk-...")
+    "echo_headers" / ("echo_headers", status) every request header quoted back: with 200 (the default) in the
+                                             answer text and its finish_reason, else in the error body
+
+A request the client did not finish sending (a client killed mid-request: fewer body bytes than its
+Content-Length) is not recorded: `server.partial` counts them.
 
 Run it alone for benchmarks: `python tests/fake_llm_server.py --port 0 --latency 0.05` prints its base URL.
 """
@@ -127,6 +132,7 @@ class FakeLLMServer:
         self.faults: deque = deque()
         self.fault_rule: Callable[[int, dict], Any] | None = None
         self.requests: list[Recorded] = []
+        self.partial = 0  # requests whose body never fully arrived (a killed client)
         self.in_flight = 0
         self.max_in_flight = 0  # the most requests the server was answering at once
         self._lock = threading.Lock()
@@ -214,8 +220,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         started = time.monotonic()
         length = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(length) if length else b""
+        if len(data) < length:  # the client went away half way through its request
+            with self.srv._lock:
+                self.srv.partial += 1
+            self.close_connection = True
+            return None
         try:
-            body = json.loads(self.rfile.read(length) or b"{}")
+            body = json.loads(data or b"{}")
         except json.JSONDecodeError:
             return self._send(400, {"error": {"message": "bad json", "type": "invalid_request_error"}})
         path = self.path.split("?")[0]
@@ -252,6 +264,20 @@ class _Handler(BaseHTTPRequestHandler):
             key = rec.headers.get("x-api-key") or rec.headers.get("authorization", "").removeprefix("Bearer ")
             return self._send(int(arg or 401), {"error": {"message": f"Incorrect API key provided: {key}.",
                                                           "type": "invalid_request_error"}})
+        if name == "echo_headers":
+            status = int(arg or 200)
+            echo = json.dumps(rec.headers)
+            if status != 200:
+                return self._send(status, {"error": {"message": f"bad request, you sent {echo}",
+                                                     "type": "invalid_request_error"}})
+            rec.answer = f"{self.srv.answer(prompt)} (you sent {echo})"
+            out = (_openai_body(rec.answer, body, prompt) if kind == "openai" else
+                   _anthropic_body(rec.answer, body, prompt))
+            if kind == "openai":
+                out["choices"][0]["finish_reason"] = echo
+            else:
+                out["stop_reason"] = echo
+            return self._send(200, out)
         if name == "reset":
             # SO_LINGER with 0 timeout: close() sends RST instead of FIN
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

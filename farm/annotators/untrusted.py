@@ -113,6 +113,17 @@ def _tag_pattern(names: tuple[str, ...]) -> re.Pattern:
     return re.compile(rf"<(?=[ /]*(?:{'|'.join(alts)})(?![a-z0-9_{_LETTER}{_DIGIT}]))")
 
 
+def tag_starts(text: str, names: Sequence[str]) -> list[int]:
+    """Positions in the normalised view where a reader could see one of the tags `names` begin.
+
+    >>> len(tag_starts("<output_a> x \uff1c/\u043eutput_a> <b>", ["output_a"]))
+    2
+    """
+    if not names or not _LT_RE.search(text):
+        return []
+    return [m.start() for m in _tag_pattern(tuple(sorted(set(names)))).finditer(normalised_view(text))]
+
+
 def neutralise_tags(text: str, names: Sequence[str]) -> str:
     """Replace by '&lt;' the '<' (or look-alike) of anything a reader could take for one of the tags `names`.
 
@@ -121,12 +132,10 @@ def neutralise_tags(text: str, names: Sequence[str]) -> str:
     >>> neutralise_tags("<" + "\u200b" * 500 + "/\u043eutput_a>", ["output_a"]).startswith("&lt;")  # Cyrillic о
     True
     """
-    if not names or not _LT_RE.search(text):
-        return text
-    view = normalised_view(text)
-    hits = [m.start() for m in _tag_pattern(tuple(sorted(set(names)))).finditer(view)]
+    hits = tag_starts(text, names)
     if not hits:
         return text
+    view = normalised_view(text)
     view_lts = [m.start() for m in re.finditer("<", view)]
     text_lts = [m.start() for m in _LT_RE.finditer(text)]  # the k-th '<' of the view is the k-th of these
     cut = sorted(text_lts[bisect.bisect_left(view_lts, v)] for v in hits)
