@@ -27,6 +27,9 @@ Faults are queued (`server.faults.append("429")`) and consumed one per request, 
     "echo_headers" / ("echo_headers", status) every request header quoted back: with 200 (the default) in the
                                              answer text and its finish_reason, else in the error body
 
+`server.hold()` makes every request wait (recorded, unanswered) until `server.release()`: a client is then
+certainly alive and waiting, which is when the kill tests kill it.
+
 A request the client did not finish sending (a client killed mid-request: fewer body bytes than its
 Content-Length) is not recorded: `server.partial` counts them.
 
@@ -133,6 +136,8 @@ class FakeLLMServer:
         self.fault_rule: Callable[[int, dict], Any] | None = None
         self.requests: list[Recorded] = []
         self.partial = 0  # requests whose body never fully arrived (a killed client)
+        self._open = threading.Event()
+        self._open.set()
         self.in_flight = 0
         self.max_in_flight = 0  # the most requests the server was answering at once
         self._lock = threading.Lock()
@@ -143,6 +148,12 @@ class FakeLLMServer:
 
         class Server(ThreadingHTTPServer):
             request_queue_size = 256  # the default backlog of 5 drops bursts of new connections
+
+            def handle_error(self, request, client_address) -> None:  # a client that went away is no news
+                import sys
+
+                if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+                    super().handle_error(request, client_address)
 
         self.httpd = Server((host, port), Handler)
         self.httpd.daemon_threads = True
@@ -168,6 +179,7 @@ class FakeLLMServer:
         return self
 
     def stop(self) -> None:
+        self._open.set()  # held requests may finish (to dead clients) instead of blocking shutdown
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -176,6 +188,13 @@ class FakeLLMServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def hold(self) -> None:
+        """Answer nothing until `release()` (requests that arrive meanwhile wait, recorded)."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
 
     # ----- bookkeeping -----
     def _next_fault(self, index: int, body: dict) -> Any:
@@ -249,6 +268,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.srv._done()
 
     def _answer(self, kind: str, rec: Recorded, index: int, body: dict, prompt: str) -> None:
+        self.srv._open.wait()
         fault = self.srv._next_fault(index, body)
         rec.fault = fault
         name, arg = (fault if isinstance(fault, tuple) else (fault, None))
