@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--spend", metavar="CACHE", default=None, help="print what the ledger of CACHE says, then exit")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("overrides", nargs="*", help="judge config overrides key=value (e.g. model=gpt-4o)")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # key=value overrides may sit between the options
     if args.spend:
         return _spend(args.spend)
     for name in ("pairs", "annotator", "out"):

@@ -50,15 +50,17 @@ class SpendLedger:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.run = uuid.uuid4().hex[:12]
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        self._fd: int | None = None  # opened on the first request (a run that sends nothing leaves no file)
         self._lock = threading.Lock()
         self._n = 0
 
     def _write(self, record: dict[str, Any]) -> None:
         line = (json.dumps({"t": round(time.time(), 3), "run": self.run, **record}, separators=(",", ":")) + "\n")
         with self._lock:
+            if self._fd is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             if self._fd >= 0:
                 os.write(self._fd, line.encode())
 
@@ -79,9 +81,9 @@ class SpendLedger:
 
     def close(self) -> None:
         with self._lock:
-            if self._fd >= 0:
+            if self._fd is not None and self._fd >= 0:
                 os.close(self._fd)
-                self._fd = -1
+            self._fd = -1
 
 
 @dataclass
