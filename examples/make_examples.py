@@ -34,7 +34,8 @@ def outputs_of(name: str, prompts: list[dict]) -> list[dict]:
     return out
 
 
-def main() -> None:
+def main(folder: Path = HERE) -> None:
+    folder = Path(folder)
     world = build(0, sft=0, preference=0, unlabeled=0)
     prompts = [{"instruction": r["instruction"], "input": r.get("input", "")} for r in world.eval[:N_PROMPTS]]
     baseline = world.baseline_outputs(prompts)
@@ -43,12 +44,12 @@ def main() -> None:
                   generator_2=name, id=f"{name}-{i:02d}")
              for name, outs in models.items() for i, (b, m) in enumerate(zip(baseline, outs))]
     humans = [world.annotator("human", seed=s).annotate(pairs, seed=0) for s in range(3)]
-    write_records(HERE / "baseline_outputs.json", baseline)
-    write_records(HERE / "model_outputs.json", models["model_a"])
-    write_records(HERE / "pairs.jsonl", [p.to_record() for p in pairs])
-    write_records(HERE / "human_labels.jsonl", [{**p.to_record(), "human": [h[i].preference for h in humans]}
-                                                for i, p in enumerate(pairs)])
-    print(f"wrote {len(pairs)} pairs, {len(prompts)} prompts to {HERE}")
+    write_records(folder / "baseline_outputs.json", baseline)
+    write_records(folder / "model_outputs.json", models["model_a"])
+    write_records(folder / "pairs.jsonl", [p.to_record() for p in pairs])
+    write_records(folder / "human_labels.jsonl", [{**p.to_record(), "human": [h[i].preference for h in humans]}
+                                                  for i, p in enumerate(pairs)])
+    print(f"wrote {len(pairs)} pairs, {len(prompts)} prompts to {folder}")
 
 
 if __name__ == "__main__":

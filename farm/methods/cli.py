@@ -16,7 +16,7 @@ from pathlib import Path
 from farm.errors import FarmError
 
 # config keys that name a model to load, and keys that name an input file ('' = not used)
-MODEL_KEYS = ("policy", "reward_model", "value_model", "cost_model", "corrector", "rewriter")
+MODEL_KEYS = ("policy", "reward_model", "value_model", "cost_model", "corrector", "rewriter", "reference")
 FILE_KEYS = ("data", "eval_data", "preferences", "prompts", "eval_prompts", "harm_preferences")
 INPUTS_HINT = "the configs/train_*.yaml read runs/inputs/: make it once with `farm compare configs/inputs.yaml`"
 
