@@ -109,6 +109,15 @@ def sent_headers(config: JudgeConfig) -> dict[str, object]:
     return {**extra_headers(config), **(extra if isinstance(extra, dict) else {})}
 
 
+def client_credentials(client: object, config: JudgeConfig) -> list[str]:
+    """Every credential a freshly made official client sends (its key, auth and default headers, the value of
+    api_key_env, headers_env and credential-like decoding.extra_headers): what to redact, whatever its length."""
+    from farm.annotators.secrets import client_secrets, header_secrets, unique
+
+    named = os.environ.get(config.api_key_env) if config.api_key_env else None
+    return unique([*client_secrets(client, [named]), *header_secrets(sent_headers(config))])
+
+
 def key_from_named_variable(config: JudgeConfig) -> str | None:
     """The value of the variable named by `api_key_env` (an error if it is unset), or None if none is named."""
     if not config.api_key_env:

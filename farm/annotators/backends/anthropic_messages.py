@@ -13,17 +13,16 @@ from pathlib import Path
 from farm.annotators.backends import (
     as_text,
     classify_error,
+    client_credentials,
     client_timeout,
     count,
     extra_headers,
     http_client,
     key_from_named_variable,
-    sent_headers,
 )
 from farm.annotators.config import JudgeConfig
 from farm.annotators.parsers import Completion
 from farm.annotators.retry import TransientError
-from farm.annotators.secrets import client_secrets, header_secrets, unique
 from farm.errors import FarmError
 
 _KEY_HINT = "set ANTHROPIC_API_KEY or api_key_env in the judge config"
@@ -55,7 +54,7 @@ class AnthropicMessages:
                                                    http_client=http_client(anthropic, self.config))
         except (anthropic.AnthropicError, ValueError) as e:
             raise FarmError(f"cannot create the Anthropic client: {e}", hint=_KEY_HINT) from None
-        self.secrets = unique([*client_secrets(self.client, [key]), *header_secrets(sent_headers(self.config))])
+        self.secrets = client_credentials(self.client, self.config)
         self.url = str(self.client.base_url)
         return self
 

@@ -13,18 +13,16 @@ from pathlib import Path
 from farm.annotators.backends import (
     as_text,
     classify_error,
+    client_credentials,
     client_timeout,
     count,
     extra_headers,
     http_client,
-    key_from_named_variable,
     resolve_api_key,
-    sent_headers,
 )
 from farm.annotators.config import JudgeConfig
 from farm.annotators.parsers import Completion
 from farm.annotators.retry import TransientError
-from farm.annotators.secrets import client_secrets, header_secrets, unique
 from farm.errors import FarmError
 
 _KEY_HINT = "set OPENAI_API_KEY or api_key_env in the judge config"
@@ -51,8 +49,7 @@ class OpenAIChat:
                                              http_client=http_client(openai, self.config))
         except openai.OpenAIError as e:
             raise FarmError(f"cannot create the OpenAI client: {e}", field="api_key_env") from None
-        self.secrets = unique([*client_secrets(self.client, [key_from_named_variable(self.config)]),
-                               *header_secrets(sent_headers(self.config))])
+        self.secrets = client_credentials(self.client, self.config)
         self.url = str(self.client.base_url)
         return self
 
