@@ -293,8 +293,8 @@ class LLMJudge:
                     raise RuntimeError(f"{type(e).__name__}: {redact(str(e), secrets)}") from None
                 raise
         if progress.budget_stopped:
-            left = len(chunks) + sum(1 for v in verdicts.values() if v.meta.get("error") == "budget")
-            raise FarmError(f"budget of ${ctx.max_cost:.4f} reached: spent ${ctx.run.cost:.4f}; {left} prompts of "
+            left = sum(len(c) for c in chunks) + sum(v.meta.get("error") == "budget" for v in verdicts.values())
+            raise FarmError(f"budget of ${ctx.max_cost:.4f} reached: spent ${ctx.run.cost:.4f}; {left} pairs of "
                             f"{self.name} not asked", field="--max-cost",
                             hint="finished verdicts are cached: re-run with a higher --max-cost to go on")
         if progress.failed and not progress.ok:
