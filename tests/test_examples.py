@@ -182,5 +182,7 @@ def test_every_train_config_runs_after_the_inputs_command(tmp_path):
     assert {p.stem.removeprefix("train_") for p in TRAIN_CONFIGS} == set(SHORT)
     for path in TRAIN_CONFIGS:
         method = path.stem.removeprefix("train_")
-        run_in(cwd, ["farm", "train", method, "--config", f"configs/{path.name}", *SHORT[method]])
-        assert (cwd / "runs" / method).is_dir() or any((cwd / "runs").glob(f"{method}*")), method
+        r = run_in(cwd, ["farm", "train", method, "--config", f"configs/{path.name}", *SHORT[method]])
+        out = load_config(load_method(method).Config, str(path), []).output_dir
+        assert (cwd / out).is_dir() and any((cwd / out).iterdir()), method
+        assert r.stdout.strip().endswith("}"), method  # the metrics JSON
