@@ -15,6 +15,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,10 @@ PRODUCED = ["data/sft.json", "data/preference.json", "data/unlabeled.json", "dat
             "data/baseline_outputs.json", "data/pairs.jsonl", "data/preferences.jsonl", "models/init",
             "models/sft/model", "models/reward/model"]
 OUTPUT_FLAGS = {"--out", "--plot", "--csv", "--out-dir", "--length-plot"}
-# the long compare runs of the Usage block run shrunk in the slow test (same command, fewer steps and prompts)
+# the long compare runs of the Usage block run shrunk in the slow test: the same config, fewer prompts, two
+# methods (what is checked is that they run offline on what ships; their results are other tests' business)
 SHRINK = ["progress=false", "world.sizes.sft=160", "world.sizes.preference=48", "world.sizes.unlabeled=32",
-          "world.sizes.eval=16", "n_boot=50"]
+          "world.sizes.eval=16", "n_boot=50", "methods=[sft,best_of_n]", "best_of_n.n=2"]
 
 
 def usage_commands() -> list[str]:
@@ -137,6 +139,7 @@ def workdir(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_every_usage_command_runs_offline(tmp_path):
     from farm.data import shared_data_dir
 
@@ -152,8 +155,10 @@ def test_every_usage_command_runs_offline(tmp_path):
                 continue
         if argv[1] == "compare" and argv[2] != "configs/inputs.yaml":
             argv = [*argv, *SHRINK]
+        start = time.perf_counter()
         r = run_in(cwd, argv)
         ran.append(line)
+        print(f"{time.perf_counter() - start:6.0f} s  {' '.join(argv)}", flush=True)
         if argv[1] == "annotate" and "--estimate" in argv:
             assert "estimate:" in r.stdout and not (cwd / "ann_api.jsonl").exists()
     assert len(ran) >= 12
@@ -174,6 +179,7 @@ SHORT = {  # the same configs, trained for a step or two
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_every_train_config_runs_after_the_inputs_command(tmp_path):
     cwd = workdir(tmp_path)
     run_in(cwd, ["farm", "compare", "configs/inputs.yaml", "progress=false"])
@@ -182,7 +188,9 @@ def test_every_train_config_runs_after_the_inputs_command(tmp_path):
     assert {p.stem.removeprefix("train_") for p in TRAIN_CONFIGS} == set(SHORT)
     for path in TRAIN_CONFIGS:
         method = path.stem.removeprefix("train_")
+        start = time.perf_counter()
         r = run_in(cwd, ["farm", "train", method, "--config", f"configs/{path.name}", *SHORT[method]])
+        print(f"{time.perf_counter() - start:6.0f} s  farm train {method}", flush=True)
         out = load_config(load_method(method).Config, str(path), []).output_dir
         assert (cwd / out).is_dir() and any((cwd / out).iterdir()), method
         assert r.stdout.strip().endswith("}"), method  # the metrics JSON
