@@ -170,7 +170,7 @@ SHORT = {  # the same configs, trained for a step or two
     "best_of_n": ["n=2"], "expert_iteration": ["n=2", "prompts_per_round=8", "train.max_steps=2"],
     "ppo": ["steps=1", "rollout_batch_size=8", "minibatch_size=8", "micro_batch_size=8", "max_new_tokens=8"],
     "rloo": ["steps=1", "prompts_per_step=2", "k=2", "minibatch_size=4", "micro_batch_size=4", "max_new_tokens=8"],
-    "online_dpo": ["rounds=1", "prompts_per_round=8", "max_new_tokens=8"],
+    "online_dpo": ["rounds=1", "prompts_per_round=8", "max_new_tokens=8", "train.per_device_batch_size=8"],
     "safe_ppo": ["steps=1", "rollout_batch_size=8", "minibatch_size=8", "micro_batch_size=8", "max_new_tokens=8",
                  "train.max_steps=2"],
     "rewrite": ["n_prompts=4", "n_answers=1", "n_borrowed=1", "n_confirm=0", "train.max_steps=2"],
