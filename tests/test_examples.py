@@ -172,7 +172,8 @@ SHORT = {  # the same configs, trained for a step or two
     "online_dpo": ["rounds=1", "prompts_per_round=8", "max_new_tokens=8", "train.per_device_batch_size=8"],
     "safe_ppo": ["steps=1", "rollout_batch_size=8", "minibatch_size=8", "micro_batch_size=8", "max_new_tokens=8",
                  "train.max_steps=2"],
-    "rewrite": ["n_prompts=4", "n_answers=1", "n_borrowed=1", "n_confirm=0", "train.max_steps=2"],
+    "rewrite": ["n_prompts=4", "n_answers=1", "n_borrowed=1", "n_confirm=0", "train.max_steps=2",
+                "train.per_device_batch_size=4"],
     "correct": ["train.max_steps=2"], "critique_revise": ["rounds=1", "n_revisions=1"],
 }
 
