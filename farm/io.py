@@ -27,17 +27,39 @@ PathLike = str | os.PathLike
 
 # ----- atomic writes -----
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system says (Linux /proc), else by setting and
+    restoring it once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "w") -> Iterator[io.IOBase]:
     """Open a temp file beside `path`; on success fsync and rename over it; on error remove it.
 
-    A `.gz` suffix compresses. Parent folders are created.
+    A `.gz` suffix compresses. Parent folders are created. The file gets the mode a plain `open` would give it
+    (0666 less the umask: 0644 by default), or keeps the mode of the file it replaces; `mkstemp`'s 0600 is
+    only for the temporary name.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        file_mode = path.stat().st_mode & 0o7777
+    except OSError:
+        file_mode = 0o666 & ~current_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     binary = "b" in mode
     try:
+        os.fchmod(fd, file_mode)
         with os.fdopen(fd, "wb") as raw:
             stream = gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) if path.suffix == ".gz" else raw
             f = stream if binary else io.TextIOWrapper(stream, encoding="utf-8")
@@ -75,10 +97,27 @@ def _is_jsonl(path: Path) -> bool:
     return bool(suffixes) and suffixes[-1] == ".jsonl"
 
 
-def _open_text(path: Path):
-    if path.suffix.lower() == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+def read_text(path: PathLike) -> str:
+    """The UTF-8 text of a file (.gz decompressed); a byte that is not UTF-8 is a FarmError naming its line and
+    column (a UTF-8 BOM is skipped)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".gz":
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged .gz
+        raise FarmError(f"cannot read file: {e}", file=path) from None
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        start = e.start + bom
+        line = data.count(b"\n", 0, start) + 1
+        column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+        raise FarmError(f"not UTF-8: byte 0x{data[start]:02x} at column {column} cannot be decoded", file=path,
+                        line=line, hint="save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE > NEW)") from None
 
 
 def _json_error(path: Path, e: json.JSONDecodeError, line_offset: int = 0) -> FarmError:
@@ -93,11 +132,7 @@ def read_records(path: PathLike) -> list[dict[str, Any]]:
         raise FarmError("file not found", file=path)
     if path.is_dir():
         raise FarmError("expected a file, got a folder", file=path)
-    try:
-        with _open_text(path) as f:
-            text = f.read()
-    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:  # zlib.error: a damaged .gz
-        raise FarmError(f"cannot read file: {e}", file=path) from None
+    text = read_text(path)
     if _is_jsonl(path):
         out = []
         for i, line in enumerate(text.splitlines(), 1):
@@ -232,6 +267,7 @@ def preference_from_record(rec: dict, path: PathLike, line: int) -> float | None
 def annotation_from_record(rec: dict, path: PathLike = "<records>", line: int = 0) -> Annotation:
     pair = pair_from_record(rec, path, line)
     price = rec.get("price_per_example") or 0.0
+    spent = rec.get("price_spent") or 0.0
     time = rec.get("time_per_example") or 0.0
     return Annotation(
         pair=pair,
@@ -241,6 +277,7 @@ def annotation_from_record(rec: dict, path: PathLike = "<records>", line: int = 
         price=float(price) if isinstance(price, (int, float)) and math.isfinite(price) else 0.0,
         time=float(time) if isinstance(time, (int, float)) and math.isfinite(time) else 0.0,
         meta=rec.get("annotation_meta") or {},
+        price_spent=float(spent) if isinstance(spent, (int, float)) and math.isfinite(spent) else 0.0,
     )
 
 

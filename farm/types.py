@@ -4,7 +4,8 @@
 - A *preference* is one float p = P(output_2 > output_1) in [0, 1] (0.5 = tie), or None when the judge's
   answer could not be parsed (the raw text is kept on the `Annotation`). File formats with other codes
   (AlpacaEval 1/2 with 0 or 1.5 as a draw, PandaLM 0/1/2) are converted at the edge with the functions below.
-- `Annotation`: one judge's verdict on one pair, with its cost.
+- `Annotation`: one judge's verdict on one pair, with its cost: `price` (what the verdict cost when it was made)
+  and `price_spent` (what this run paid: 0 for a cached or duplicate pair; the one to sum).
 - `Rollout`: the batch every RL method consumes (tensors; torch is imported lazily).
 """
 
@@ -151,9 +152,10 @@ class Annotation:
     preference: float | None
     annotator: str
     raw: str = ""
-    price: float = 0.0  # dollars
+    price: float = 0.0  # dollars the verdict cost when it was made (kept on a cache hit)
     time: float = 0.0  # seconds
     meta: dict = field(default_factory=dict)
+    price_spent: float = 0.0  # dollars *this* run paid for it: 0 on a cache hit or a duplicate pair; sum this
 
     def to_record(self) -> dict[str, Any]:
         """Flat JSON record. Our files carry `p_output_2` (never AlpacaEval's 1/2 codes) plus
@@ -165,6 +167,7 @@ class Annotation:
             annotator=self.annotator,
             raw_completion=self.raw,
             price_per_example=self.price,
+            price_spent=self.price_spent,
             time_per_example=self.time,
         )
         if self.meta:

@@ -24,6 +24,14 @@ Faults are queued (`server.faults.append("429")`) and consumed one per request, 
     "no_usage"                               a good answer without the usage block (0 tokens reported)
     "echo_key" / ("echo_key", status)        an error (401 by default) whose message quotes the caller's key,
                                              as real APIs do ("Incorrect API key provided: sk-...")
+    "echo_headers" / ("echo_headers", status) every request header quoted back: with 200 (the default) in the
+                                             answer text and its finish_reason, else in the error body
+
+`server.hold()` makes every request wait (recorded, unanswered) until `server.release()`: a client is then
+certainly alive and waiting, which is when the kill tests kill it.
+
+A request the client did not finish sending (a client killed mid-request: fewer body bytes than its
+Content-Length) is not recorded: `server.partial` counts them.
 
 Run it alone for benchmarks: `python tests/fake_llm_server.py --port 0 --latency 0.05` prints its base URL.
 """
@@ -127,6 +135,9 @@ class FakeLLMServer:
         self.faults: deque = deque()
         self.fault_rule: Callable[[int, dict], Any] | None = None
         self.requests: list[Recorded] = []
+        self.partial = 0  # requests whose body never fully arrived (a killed client)
+        self._open = threading.Event()
+        self._open.set()
         self.in_flight = 0
         self.max_in_flight = 0  # the most requests the server was answering at once
         self._lock = threading.Lock()
@@ -137,6 +148,12 @@ class FakeLLMServer:
 
         class Server(ThreadingHTTPServer):
             request_queue_size = 256  # the default backlog of 5 drops bursts of new connections
+
+            def handle_error(self, request, client_address) -> None:  # a client that went away is no news
+                import sys
+
+                if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+                    super().handle_error(request, client_address)
 
         self.httpd = Server((host, port), Handler)
         self.httpd.daemon_threads = True
@@ -162,6 +179,7 @@ class FakeLLMServer:
         return self
 
     def stop(self) -> None:
+        self._open.set()  # held requests may finish (to dead clients) instead of blocking shutdown
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -170,6 +188,13 @@ class FakeLLMServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def hold(self) -> None:
+        """Answer nothing until `release()` (requests that arrive meanwhile wait, recorded)."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
 
     # ----- bookkeeping -----
     def _next_fault(self, index: int, body: dict) -> Any:
@@ -214,8 +239,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         started = time.monotonic()
         length = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(length) if length else b""
+        if len(data) < length:  # the client went away half way through its request
+            with self.srv._lock:
+                self.srv.partial += 1
+            self.close_connection = True
+            return None
         try:
-            body = json.loads(self.rfile.read(length) or b"{}")
+            body = json.loads(data or b"{}")
         except json.JSONDecodeError:
             return self._send(400, {"error": {"message": "bad json", "type": "invalid_request_error"}})
         path = self.path.split("?")[0]
@@ -237,6 +268,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.srv._done()
 
     def _answer(self, kind: str, rec: Recorded, index: int, body: dict, prompt: str) -> None:
+        self.srv._open.wait()
         fault = self.srv._next_fault(index, body)
         rec.fault = fault
         name, arg = (fault if isinstance(fault, tuple) else (fault, None))
@@ -252,6 +284,20 @@ class _Handler(BaseHTTPRequestHandler):
             key = rec.headers.get("x-api-key") or rec.headers.get("authorization", "").removeprefix("Bearer ")
             return self._send(int(arg or 401), {"error": {"message": f"Incorrect API key provided: {key}.",
                                                           "type": "invalid_request_error"}})
+        if name == "echo_headers":
+            status = int(arg or 200)
+            echo = json.dumps(rec.headers)
+            if status != 200:
+                return self._send(status, {"error": {"message": f"bad request, you sent {echo}",
+                                                     "type": "invalid_request_error"}})
+            rec.answer = f"{self.srv.answer(prompt)} (you sent {echo})"
+            out = (_openai_body(rec.answer, body, prompt) if kind == "openai" else
+                   _anthropic_body(rec.answer, body, prompt))
+            if kind == "openai":
+                out["choices"][0]["finish_reason"] = echo
+            else:
+                out["stop_reason"] = echo
+            return self._send(200, out)
         if name == "reset":
             # SO_LINGER with 0 timeout: close() sends RST instead of FIN
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

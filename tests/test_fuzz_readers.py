@@ -315,3 +315,56 @@ def test_replayed_pandalm_judge_files(tmp_path_factory, verdicts, swapped):
         assert a.preference == want, (verdicts[i] if i < len(verdicts) else "no record", s, a.preference)
         if i < len(verdicts) and want is None:
             assert a.raw.startswith(str(verdicts[i]))  # an invalid verdict keeps the recorded text
+
+
+# ----- decoding errors name the line; written files respect the umask -----
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".jsonl.gz"])
+def test_a_byte_that_is_not_utf8_is_reported_with_its_line(tmp_path, suffix):
+    import gzip
+
+    from farm.errors import FarmError
+    from farm.io import read_records
+
+    data = b'{"a": 1}\n{"b": 2}\n{"c": "caf\xe9"}\n'
+    path = tmp_path / f"bad{suffix}"
+    path.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
+    with pytest.raises(FarmError) as e:
+        read_records(path)
+    assert e.value.line == 3 and "0xe9" in str(e.value) and "column 11" in str(e.value)
+
+
+def test_a_utf8_bom_is_skipped(tmp_path):
+    from farm.io import read_records
+
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n')
+    assert read_records(path) == [{"a": 1}]
+
+
+@pytest.mark.parametrize("umask,expected", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_writes_respect_the_umask(tmp_path, umask, expected):
+    import os
+
+    from farm.io import atomic_write_text, write_records
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "report.md", "# x\n")
+        write_records(tmp_path / "a.jsonl", [{"x": 1}])
+        with open(tmp_path / "plain.txt", "w") as f:  # what a plain open gives, for comparison
+            f.write("x")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"report.md": expected, "a.jsonl": expected, "plain.txt": expected}
+
+
+def test_replacing_a_file_keeps_its_mode(tmp_path):
+    from farm.io import atomic_write_text
+
+    path = tmp_path / "config.yaml"
+    path.write_text("a: 1\n")
+    path.chmod(0o640)
+    atomic_write_text(path, "a: 2\n")
+    assert path.stat().st_mode & 0o777 == 0o640 and path.read_text() == "a: 2\n"

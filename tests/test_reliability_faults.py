@@ -12,6 +12,7 @@ with a cache; and two processes annotate into one cache at the same time. What m
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sqlite3
@@ -42,11 +43,11 @@ def longer(p: Pair) -> float:
 
 
 def accepted(r) -> bool:
-    """Did the client receive and accept a response with usage for this request?"""
+    """Did the client receive a response with usage for this request (billed, even when it held no choices)?"""
     name = r.fault[0] if isinstance(r.fault, tuple) else r.fault
     if name == "slow":
         return r.fault[1] < TIMEOUT
-    return name in (None, "garbage")
+    return name in (None, "garbage", "empty_choices")
 
 
 @pytest.fixture
@@ -91,7 +92,8 @@ def test_mixed_fault_run_finishes_exactly_once_with_exact_cost(server, tmp_path,
     n_in, n_out = sum(count_tokens(r.prompt) for r in ok), sum(count_tokens(r.answer) for r in ok)
     assert (run.input_tokens, run.output_tokens) == (n_in, n_out)
     assert run.cost == pytest.approx((0.3 * n_in + 1.1 * n_out) / 1000, rel=1e-12)
-    assert sum(a.price for a in anns) == pytest.approx(run.cost, rel=1e-9)
+    assert sum(a.price for a in anns) == pytest.approx(run.cost, rel=1e-9)  # a first run: price = spent
+    assert sum(a.price_spent for a in anns) == pytest.approx(run.cost, rel=1e-9)
 
     # the cache: one row per pair that got an answer; failed requests are not cached and are asked again
     failed = [a for a in anns if "error" in a.meta]
@@ -107,14 +109,29 @@ def test_mixed_fault_run_finishes_exactly_once_with_exact_cost(server, tmp_path,
         [a.preference for a in anns if a.pair not in {f.pair for f in failed}]  # cached verdicts unchanged
 
 
-def test_a_server_that_always_fails_gives_invalid_pairs_with_the_error(server):
+def test_a_server_that_always_fails_stops_the_run_with_the_error(server):
+    """Every request failing is an error whatever the run's size (here fewer pairs than concurrency + 2)."""
+    from farm.errors import FarmError
+
     server.fault_rule = lambda i, body: random.Random(i).choice(["500", "reset", "malformed", "truncated"])
     run = AnnotationRun()
-    anns = annotate_pairs(make_pairs(5, "down"), load_annotator("gpt4o_mini_basic", backoff_base=0.001,
-                                                                 backoff_max=0.01, max_retries=3),
-                          run=run, progress=False)
-    assert all(a.preference is None and a.raw.startswith("[request failed]") for a in anns)
+    with pytest.raises(FarmError, match="every request failed") as e:
+        annotate_pairs(make_pairs(5, "down"), load_annotator("gpt4o_mini_basic", backoff_base=0.001,
+                                                             backoff_max=0.01, max_retries=3),
+                       run=run, progress=False)
+    assert server.openai_base_url in str(e.value)
     assert run.requests == 5 * 4 and run.failed == 5 and run.cost == 0 and run.input_tokens == 0
+
+
+def test_partial_failure_gives_invalid_pairs_with_the_error(server):
+    server.fault_rule = lambda i, body: "500" if "down-001" in json.dumps(body) else None
+    run = AnnotationRun()
+    anns = annotate_pairs(make_pairs(4, "down"), load_annotator("gpt4o_mini_basic", backoff_base=0.001,
+                                                                backoff_max=0.01, max_retries=2),
+                          run=run, progress=False)
+    bad = [a for a in anns if a.preference is None]
+    assert [a.pair.instruction[:8] for a in bad] == ["down-001"] and bad[0].raw.startswith("[request failed]")
+    assert run.failed == 1 and run.invalid == 1
 
 
 def _annotate_proc(server: FakeLLMServer, pairs_file, out, cache, key: str) -> subprocess.Popen:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_llm_server import FakeLLMServer
+from fake_llm_server import FakeLLMServer, count_tokens
 
 from farm.io import read_records, write_pairs
 from farm.types import Pair
@@ -69,7 +70,17 @@ def rows(cache: Path) -> int:
         return 0
 
 
+def instruction_of(r, instructions) -> str:
+    """The pair a recorded request asked about (the server records only complete requests)."""
+    found = [i for i in instructions if i in r.prompt]
+    assert len(found) == 1, f"a recorded request names {len(found)} pairs: {r.prompt[:200]!r}"
+    return found[0]
+
+
 def annotate_with_kills(tmp_path: Path, n_pairs: int, n_kills: int, seed: int) -> None:
+    """Kill `farm annotate` n_kills times, each time while it certainly runs: when the cache reaches a random
+    number of rows the server holds every answer, and the process is killed (a random moment later) while it
+    waits for its requests in flight. Then a last run finishes."""
     KILLS.clear()
     rng = random.Random(seed)
     pairs = [Pair(f"kill-{seed}-{i:03d}: tidy this", "x" * (3 + 2 * (i % 4)), "y" * (2 + 2 * (i * 3 % 5)))
@@ -78,41 +89,58 @@ def annotate_with_kills(tmp_path: Path, n_pairs: int, n_kills: int, seed: int) -
     out, cache = tmp_path / "ann.jsonl", tmp_path / "cache.sqlite"
     args = ["annotate", "--pairs", str(tmp_path / "pairs.jsonl"), "--annotator", "gpt4o_mini_basic", "--out",
             str(out), "--cache", str(cache), "--concurrency", "4", "--no-progress", "backoff_base=0.01"]
+    instructions = [p.instruction for p in pairs]
     with FakeLLMServer(latency=0.03) as server:
         server.fault_rule = lambda i, body: "500" if random.Random(i).random() < 0.1 else None
         env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": server.openai_base_url}
-        of_prompt = {}
-        for p in pairs:
-            of_prompt[p.instruction] = p
         finished_before: set[str] = set()
         for k in range(n_kills):
             proc = farm(*args, env=env)
             start_rows = rows(cache)
-            target = start_rows + rng.randint(0, max(1, (n_pairs - start_rows) // 2))
+            target = start_rows + rng.randint(0, max(1, (n_pairs - start_rows) // (n_kills - k + 1)))
             n_before = len(server.requests)
-            killed = kill_when(proc, lambda t=target: rows(cache) >= t, rng, 0.15)
-            KILLS.append(f"annotate kill {k}: {'killed' if killed else 'finished'} at {rows(cache)}/{n_pairs} rows")
-            if not killed:
-                finish(proc)
-                break
+
+            def ready(t=target) -> bool:
+                if rows(cache) >= t:
+                    server.hold()  # from here on nothing is answered: the process waits, alive
+                    return True
+                return False
+
+            killed = kill_when(proc, ready, rng, 0.1)
+            server.release()
+            assert killed, f"kill {k}: the run finished before the kill point ({proc.communicate()[1][-2000:]})"
+            KILLS.append(f"annotate kill {k}: killed at {rows(cache)}/{n_pairs} rows "
+                         f"({len(server.requests) - n_before} requests, {server.partial} partial so far)")
             # nothing that was finished before this run was asked again during it
-            asked = {next(i for i in of_prompt if i in r.prompt) for r in server.requests[n_before:]}
+            asked = {instruction_of(r, instructions) for r in server.requests[n_before:]}
             assert not asked & finished_before
             with sqlite3.connect(cache) as db:
                 assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
                 done = {k for (k,) in db.execute("SELECT pair_key FROM verdicts")}
+            assert len(done) < n_pairs  # the kill really cut the run short
             finished_before = {p.instruction for p in pairs if p.key() in done or p.swapped().key() in done}
-            assert not out.exists() or len(read_records(out)) == n_pairs  # never half-written
+            assert not out.exists()  # never half-written, and not written before the end
         n_before = len(server.requests)
         finish(farm(*args, env=env))
-        asked = [next(i for i in of_prompt if i in r.prompt) for r in server.requests[n_before:] if r.fault is None]
+        asked = [instruction_of(r, instructions) for r in server.requests[n_before:] if r.fault is None]
         assert not set(asked) & finished_before and len(asked) == len(set(asked))
+    assert len(KILLS) == n_kills
     recs = read_records(out)
     assert [r["instruction"] for r in recs] == [p.instruction for p in pairs]  # every pair once, in order
     assert [r["p_output_2"] for r in recs] == [float(len(p.output_2) > len(p.output_1)) for p in pairs]
     with sqlite3.connect(cache) as db:
         assert db.execute("SELECT COUNT(*), COUNT(DISTINCT judge || pair_key) FROM verdicts").fetchone() == \
             (n_pairs, n_pairs)
+    # the ledger saw every request of every run, the killed ones included
+    from farm.annotators.ledger import ledger_path, summarize
+
+    spend = summarize(ledger_path(cache))
+    in_flight = 4 * n_kills  # at most 4 requests were in flight at each kill
+    assert spend.runs == n_kills + 1
+    assert len(server.requests) <= spend.requests <= len(server.requests) + in_flight  # sent, not all arrived
+    assert spend.answered + spend.failed + spend.unknown == spend.requests and spend.unknown <= in_flight
+    answered = [r for r in server.requests if r.fault is None and r.answer]
+    assert spend.input_tokens <= sum(count_tokens(r.prompt) for r in answered)  # never more than was billed
 
 
 def test_annotate_killed_repeatedly_finishes_exactly_once(tmp_path):
@@ -176,14 +204,21 @@ def train_with_kills(tiny: Path, tmp_path: Path, method: str, steps: int, n_kill
         except (FileNotFoundError, ValueError):
             return 0
 
-    for k in range(n_kills):
+    kills = attempts = 0
+    while kills < n_kills:
+        attempts += 1
+        assert attempts <= 3 * n_kills, f"only {kills} of {n_kills} kills landed before the runs finished"
         proc = farm(*train_args(tiny, method, out, steps))
-        target = min(steps, step() + rng.randint(1, 3))  # always some progress; at `steps`: during the final save
-        killed = kill_when(proc, lambda t=target: step() >= t, rng, 0.03)  # a step takes ~10-50 ms
-        KILLS.append(f"train {method} kill {k}: {'killed' if killed else 'finished'} at step {step()}/{steps}")
-        if not killed:
+        # leave at least two steps: a step takes ~10-50 ms, so the process is still running at the kill
+        target = min(steps - 2, step() + rng.randint(1, 2))
+        killed = kill_when(proc, lambda t=target: step() >= t, rng, 0.01)
+        KILLS.append(f"train {method} attempt {attempts}: {'killed' if killed else 'finished'} at step "
+                     f"{step()}/{steps}")
+        if not killed:  # it finished first: start again from nothing and kill earlier
             finish(proc)
-            break
+            shutil.rmtree(out)
+            continue
+        kills += 1
         assert not (out / "model" / "COMPLETE").exists() or step() == steps
     finish(farm(*train_args(tiny, method, out, steps)))
     a = load_file(str(tmp_path / "ref" / "model" / "model.safetensors"))
@@ -230,14 +265,19 @@ def compare_with_kills(tmp_path: Path, n_kills: int, seed: int) -> None:
         except (FileNotFoundError, ValueError):
             return 0
 
-    for k in range(n_kills):
+    kills = attempts = 0
+    while kills < n_kills:
+        attempts += 1
+        assert attempts <= 3 * n_kills, f"only {kills} of {n_kills} kills landed before the runs finished"
         proc = farm("compare", str(REPO / "configs" / "smoke.yaml"), f"run_dir={run_dir}", *COMPARE)
         target = stages() + rng.randint(0, 2)
-        killed = kill_when(proc, lambda t=target: stages() >= t, rng, 2.0, deadline_s=400)
-        KILLS.append(f"compare kill {k}: {'killed' if killed else 'finished'} after {stages()} stages")
-        if not killed:
+        killed = kill_when(proc, lambda t=target: stages() >= t, rng, 2.0 / attempts, deadline_s=400)
+        KILLS.append(f"compare attempt {attempts}: {'killed' if killed else 'finished'} after {stages()} stages")
+        if not killed:  # it finished first: start again from nothing and kill earlier
             finish(proc)
-            break
+            shutil.rmtree(run_dir)
+            continue
+        kills += 1
     finish(farm("compare", str(REPO / "configs" / "smoke.yaml"), f"run_dir={run_dir}", *COMPARE))
     a = pd.read_csv(tmp_path / "ref" / "leaderboard.csv")
     b = pd.read_csv(run_dir / "leaderboard.csv")

@@ -83,11 +83,12 @@ def test_a_server_that_echoes_the_key_in_a_401_does_not_leak_it(server, backend)
 
 def test_rejected_and_exhausted_requests_do_not_leak_the_key(server, tmp_path):
     # a 400 and retries that run out both keep the error text as the pair's raw answer: redacted
-    server.fault_rule = lambda i, body: ("echo_key", 400) if i % 2 == 0 else ("echo_key", 503)
+    server.fault_rule = lambda i, body: (None if "secret-test 3" in str(body) else
+                                         ("echo_key", 400) if i % 2 == 0 else ("echo_key", 503))
     anns = annotate_pairs(pairs(4), load_annotator("gpt4o_mini_basic", max_retries=1, **FAST),
                           cache_path=tmp_path / "c.sqlite", progress=False)
     write_annotations(tmp_path / "out.json", anns)
-    assert all(a.preference is None and "Incorrect API key" in a.raw for a in anns)
+    assert all(a.preference is None and "Incorrect API key" in a.raw for a in anns[:3])
     assert grep_tree(tmp_path) == [] and not [a for a in anns if KEY in repr(a)]
 
 
@@ -122,3 +123,133 @@ def test_judge_configs_hold_no_key_field():
     assert "api_key_env" in names and not [n for n in names if n in ("api_key", "token", "secret", "password")]
     with pytest.raises(FarmError, match="api_key"):
         load_annotator("gpt4o_mini_basic", api_key=KEY)
+
+
+# ----- any variable name, any key length, a server that echoes every header back -----
+
+ECHO_VARS = ["JUDGE_CRED", "X", "MY_KEY", "cred2", "AZURE_OPENAI_THING"]
+LENGTHS = [1, 3, 7, 8, 64]
+ALPHABET = "~^|`"  # characters nothing else farm writes contains, so even a 1-character key can be grepped for
+
+
+def odd_key(n: int, salt: int) -> str:
+    return "".join(ALPHABET[(i * 7 + salt) % len(ALPHABET)] for i in range(n))
+
+
+def leaks(root: Path, key: str) -> list[str]:
+    """Every place under root where `key` survives: text files by content; SQLite databases by their SQL dump
+    (their raw pages hold arbitrary bytes, so a short key is looked for in what they store, not in page bytes);
+    long keys also in the raw bytes of every file (WAL and SHM included)."""
+    import sqlite3
+
+    found = []
+    for p in root.rglob("*"):
+        if not p.is_file():
+            continue
+        data = p.read_bytes()
+        if data.startswith(b"SQLite format 3"):
+            with sqlite3.connect(p) as db:
+                if key in "\n".join(db.iterdump()):
+                    found.append(f"{p} (rows)")
+        elif p.suffix not in (".sqlite-wal", ".sqlite-shm") and key.encode() in data:
+            found.append(str(p))
+        if len(key) >= 8 and key.encode() in data:
+            found.append(f"{p} (bytes)")
+    return found
+
+
+def echo_rule(i: int, body: dict):
+    """200 / 400 / 500 echoes of every header, by pair, with one clean answer so the run is not all-failed."""
+    text = str(body)
+    for tag, fault in (("echo-0 ", ("echo_headers", 200)), ("echo-1 ", ("echo_headers", 400)),
+                       ("echo-2 ", ("echo_headers", 500)), ("echo-3 ", ("echo_headers", 200))):
+        if tag in text:
+            return fault
+    return None
+
+
+def echo_pairs() -> list[Pair]:
+    return [Pair(f"echo-{i} rewrite", "a" * (i + 2), "b" * (7 - i)) for i in range(5)]
+
+
+@pytest.mark.parametrize("var", ECHO_VARS)
+@pytest.mark.parametrize("n", LENGTHS)
+def test_echoed_credentials_never_reach_files_or_errors(tmp_path, monkeypatch, capfd, var, n):
+    key = odd_key(n, len(var))
+    for v in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv(var, key)
+    with FakeLLMServer() as server:
+        server.fault_rule = echo_rule
+        backend, url = (("gpt4o_mini_basic", server.openai_base_url) if n % 2 else
+                        ("claude_haiku_basic", server.anthropic_base_url))
+        judge = load_annotator(backend, api_key_env=var, base_url=url, max_retries=1, **FAST)
+        run = AnnotationRun()
+        anns = annotate_pairs(echo_pairs(), judge, cache_path=tmp_path / "cache.sqlite", run=run, progress=False)
+        write_annotations(tmp_path / "out.jsonl", anns)
+        sent = {r.headers.get("x-api-key") or r.headers.get("authorization", "").removeprefix("Bearer ")
+                for r in server.requests}
+        assert sent == {key}  # the client really sent this key
+        assert any(key in json_text for json_text in (r.answer for r in server.requests))  # and it came back
+        server.fault_rule = lambda i, body: ("echo_headers", 401)  # now the key is refused, and quoted
+        with pytest.raises(FarmError) as e:
+            annotate_pairs(echo_pairs(), judge, cache_path=tmp_path / "cache2.sqlite", progress=False)
+    statuses = {str(r.fault) for r in server.requests}
+    assert {"('echo_headers', 200)", "('echo_headers', 400)", "('echo_headers', 500)",
+            "('echo_headers', 401)"} <= statuses
+    assert [a.preference is None for a in anns] == [False, True, True, False, False]
+    assert leaks(tmp_path, key) == []
+    assert (tmp_path / "cache.spend.jsonl").exists()  # the ledger was written, and searched
+    error_text = str(e.value) + repr(e.value) + "".join(map(str, e.value.args))
+    assert "authentication failed" in error_text and key not in error_text
+    out, err = capfd.readouterr()
+    assert key not in out + err
+    assert not [a for a in anns if key in repr(a)]
+
+
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+def test_headers_env_values_are_sent_and_redacted(tmp_path, monkeypatch, backend):
+    """An extra credential header (Azure's api-key, a gateway token) from headers_env: sent, never written."""
+    monkeypatch.setenv("GATEWAY", "gw-PLANTED-77")
+    monkeypatch.setenv("AZ", "~|~")
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    with FakeLLMServer() as server:
+        server.fault_rule = echo_rule
+        name, url = (("gpt4o_mini_basic", server.openai_base_url) if backend == "openai" else
+                     ("claude_haiku_basic", server.anthropic_base_url))
+        judge = load_annotator(name, base_url=url, headers_env={"api-key": "AZ", "x-gateway-token": "GATEWAY"},
+                               max_retries=1, **FAST)
+        anns = annotate_pairs(echo_pairs(), judge, cache_path=tmp_path / "c.sqlite", progress=False)
+        write_annotations(tmp_path / "out.jsonl", anns)
+        assert {(r.headers["api-key"], r.headers["x-gateway-token"]) for r in server.requests} == \
+            {("~|~", "gw-PLANTED-77")}
+    for secret in ("~|~", "gw-PLANTED-77", KEY):
+        assert leaks(tmp_path, secret) == [], secret
+
+
+def test_cli_with_an_unmarked_variable_and_a_short_key_leaves_no_trace(tmp_path):
+    """The CLI end to end, stderr included: JUDGE_CRED (no KEY/TOKEN in its name), a 3-character key, echoes."""
+    key = "^~|"
+    write_pairs(tmp_path / "pairs.jsonl", echo_pairs())
+    with FakeLLMServer() as server:
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+        env["JUDGE_CRED"] = key
+
+        def farm(out: str, *extra: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "farm", "annotate", "--pairs", str(tmp_path / "pairs.jsonl"),
+                                   "--annotator", "gpt4o_mini_basic", "--out", str(tmp_path / out), "--no-progress",
+                                   "api_key_env=JUDGE_CRED", f"base_url={server.openai_base_url}",
+                                   "backoff_base=0.01", "max_retries=1", *extra],
+                                  env=env, capture_output=True, text=True, timeout=120)
+
+        server.fault_rule = echo_rule
+        ok = farm("run/out.jsonl")
+        server.fault_rule = lambda i, body: ("echo_headers", 401)
+        bad = farm("run2/out.jsonl")
+        assert any(key in r.answer for r in server.requests)
+    assert ok.returncode == 0, ok.stderr
+    assert bad.returncode == 2 and "authentication failed" in bad.stderr
+    for stream in (ok.stdout, ok.stderr, bad.stdout, bad.stderr):
+        assert key not in stream
+    assert leaks(tmp_path, key) == []

@@ -57,6 +57,9 @@ class JudgeConfig:
     """show the two outputs in a random order per pair (seeded by the pair) and undo it after parsing"""
     max_parse_retries: int = 2
     """re-asks after an unparseable answer before recording the pair invalid with the raw text"""
+    max_output_chars: int | None = 32_000
+    """longest output shown to the judge in characters (~8,000 tokens); a longer one is cut, with a note in the
+    prompt, and reported on stderr (None: never cut; outputs over 32,000 characters are still reported)"""
 
     # ----- decoding -----
     temperature: float = 0.0
@@ -74,6 +77,10 @@ class JudgeConfig:
     api_key_env: str | None = None
     """name of the environment variable holding the key; None: OPENAI_API_KEY / ANTHROPIC_API_KEY as the
     official clients read them. The key itself never appears in a config, cache, log or result file."""
+    headers_env: dict[str, str] = field(default_factory=dict)
+    """extra headers sent with every request, each value read from an environment variable: header name →
+    variable name (e.g. {api-key: AZURE_OPENAI_CRED} for Azure, {x-gateway-token: GW_TOKEN}); every value is
+    treated as a secret (redacted from everything farm writes)"""
     concurrency: int = 8
     """requests in flight at once for this judge (`farm annotate --concurrency` overrides it)"""
     timeout: float = 60.0
@@ -123,6 +130,8 @@ class JudgeConfig:
             raise ValueError("concurrency must be >= 1")
         if self.max_parse_retries < 0 or self.max_retries < 0:
             raise ValueError("max_parse_retries and max_retries must be >= 0")
+        if self.max_output_chars is not None and self.max_output_chars < 1:
+            raise ValueError("max_output_chars must be >= 1 (or null: never cut)")
         if self.batch_size > 1 and self.parser != "batched":
             raise ValueError(f"batch_size {self.batch_size} needs parser: batched (got {self.parser!r})")
 

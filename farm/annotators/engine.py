@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from farm.annotators.cache import VerdictCache
+    from farm.annotators.ledger import SpendLedger
 
 T = TypeVar("T")
 
@@ -32,7 +33,8 @@ T = TypeVar("T")
 @dataclass
 class AnnotationRun:
     """What one run cost. `requests` counts HTTP attempts (retries included); cost is what this run spent
-    (cache hits are free), in dollars, from the token counts the server reported."""
+    (cache hits are free), in dollars, from the token counts the server reported: the sum of its annotations'
+    `price_spent`. The `estimated_*` counters are filled by an estimate-only run (nothing sent)."""
 
     pairs: int = 0
     requests: int = 0
@@ -45,16 +47,31 @@ class AnnotationRun:
     output_tokens: int = 0
     cost: float = 0.0
     seconds: float = 0.0
+    empty_outputs: int = 0
+    truncated_outputs: int = 0
+    estimated_requests: int = 0
+    estimated_input_tokens: int = 0
+    estimated_output_tokens: int = 0
+    estimated_cost: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> str:
         rate = self.pairs / self.seconds if self.seconds > 0 else float("inf")
+        notes = "".join(f"; {n} {what}" for n, what in ((self.empty_outputs, "empty outputs"),
+                                                        (self.truncated_outputs, "outputs cut")) if n)
         return (f"{self.pairs} pairs in {self.seconds:.1f} s ({rate:.1f} pairs/s): {self.requests} requests "
                 f"({self.retries} retries, {self.parse_retries} re-asks), {self.cache_hits} cache hits, "
                 f"{self.invalid} invalid ({self.failed} failed requests); tokens in {self.input_tokens:,} / "
-                f"out {self.output_tokens:,}; cost ${self.cost:.4f}")
+                f"out {self.output_tokens:,}; cost ${self.cost:.4f}{notes}")
+
+    def estimate(self) -> str:
+        """The estimate-only run's line: what asking would send and cost."""
+        return (f"estimate: {self.pairs} pairs, {self.cache_hits} cached; {self.estimated_requests} requests, "
+                f"~{self.estimated_input_tokens:,} input tokens (~4 characters each), at most "
+                f"{self.estimated_output_tokens:,} output tokens (max_tokens); ~${self.estimated_cost:.4f} "
+                f"(re-asks of unparseable answers and retries not included)")
 
 
 @dataclass
@@ -64,12 +81,30 @@ class RunContext:
     concurrency: int | None = None
     bar: Any = None  # a tqdm bar, or None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    ledger: SpendLedger | None = None
+    max_cost: float | None = None
+    """dollars this run may spend: no request is sent whose estimated price would pass it"""
+    estimate_only: bool = False
+    """count what would be sent and spent, send nothing"""
+    reserved: float = 0.0  # estimated price of the requests in flight
 
     def count(self, **increments: float) -> None:
         """Add to the run's counters (thread-safe: pool members run in threads)."""
         with self.lock:
             for k, v in increments.items():
                 setattr(self.run, k, getattr(self.run, k) + v)
+
+    def reserve(self, amount: float) -> bool:
+        """Book a request's estimated price against the budget; False (nothing booked) if it would pass it."""
+        with self.lock:
+            if self.max_cost is not None and self.run.cost + self.reserved + amount > self.max_cost:
+                return False
+            self.reserved += amount
+            return True
+
+    def release(self, amount: float) -> None:
+        with self.lock:
+            self.reserved -= amount
 
     def advance(self, n: int = 1) -> None:
         if self.bar is not None and n:
@@ -119,35 +154,48 @@ def in_threads(calls: list[Callable[[], T]]) -> list[T]:
         return [f.result() for f in futures]
 
 
-def annotate_pairs(pairs: Sequence[Pair], annotator: Annotator | str, *, seed: int = 0,
+def annotate_pairs(pairs: Sequence[Pair] | pd.DataFrame, annotator: Annotator | str, *, seed: int = 0,
                    cache_path: str | Path | None = None, progress: bool = True, concurrency: int | None = None,
-                   run: AnnotationRun | None = None) -> list[Annotation]:
+                   run: AnnotationRun | None = None, max_cost: float | None = None,
+                   estimate_only: bool = False) -> list[Annotation]:
     """One annotation per pair, same order. With `cache_path`, verdicts are read from and committed to a
-    persistent cache as they land (a re-run makes no requests; a killed run resumes). Pass an `AnnotationRun`
-    as `run` to read the run's requests, cache hits, invalid count, tokens, cost and seconds afterwards.
+    persistent cache as they land (a re-run makes no requests; a killed run resumes), and every request is
+    written to the spend ledger beside it (farm/annotators/ledger.py). Pass an `AnnotationRun` as `run` to read
+    the run's requests, cache hits, invalid count, tokens, cost and seconds afterwards.
 
+    `pairs`: Pairs, or a DataFrame with instruction, input?, output_1, output_2 (generator_1/2, id optional).
     `annotator`: an Annotator, or a name/folder for `load_annotator`. `concurrency` overrides every LLM judge's
-    own limit of requests in flight.
+    own limit of requests in flight. `max_cost`: dollars this call may spend; it stops (FarmError, finished
+    verdicts cached) before a request whose estimated price would pass it. `estimate_only`: send nothing; the
+    annotations are invalid placeholders and `run` holds the estimated requests, tokens and dollars.
     """
     if isinstance(annotator, str):
         from farm.annotators.loader import load_annotator
 
         annotator = load_annotator(annotator)
-    pairs = list(pairs)
+    pairs = pairs_of(pairs)
     run = run if run is not None else AnnotationRun()
     _LAST_RUN[:] = [run]
-    cache = None
+    if max_cost is not None and not max_cost >= 0:
+        from farm.errors import FarmError
+
+        raise FarmError(f"must be a number of dollars >= 0, got {max_cost}", field="max_cost")
+    cache = ledger = None
     if cache_path is not None:
         from farm.annotators.cache import VerdictCache
+        from farm.annotators.ledger import SpendLedger, ledger_path
 
         cache = VerdictCache(cache_path)
+        if not estimate_only:
+            ledger = SpendLedger(ledger_path(cache_path))
     bar = None
-    if progress and pairs:
+    if progress and pairs and not estimate_only:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(pairs), desc=f"annotate ({getattr(annotator, 'name', 'judge')})", unit="pair",
                    disable=not sys.stderr.isatty(), dynamic_ncols=True)
-    ctx = RunContext(run=run, cache=cache, concurrency=concurrency, bar=bar)
+    ctx = RunContext(run=run, cache=cache, concurrency=concurrency, bar=bar, ledger=ledger, max_cost=max_cost,
+                     estimate_only=estimate_only)
     token = _CONTEXT.set(ctx)
     start = time.perf_counter()
     try:
@@ -160,6 +208,8 @@ def annotate_pairs(pairs: Sequence[Pair], annotator: Annotator | str, *, seed: i
             bar.close()
         if cache is not None:
             cache.close()
+        if ledger is not None:
+            ledger.close()
     if len(annotations) != len(pairs):
         raise RuntimeError(f"{annotator.name} returned {len(annotations)} annotations for {len(pairs)} pairs")
     run.pairs += len(pairs)
@@ -167,9 +217,33 @@ def annotate_pairs(pairs: Sequence[Pair], annotator: Annotator | str, *, seed: i
     return annotations
 
 
-def annotate_frame(pairs: Sequence[Pair], annotator: Annotator | str, **kwargs: Any) -> pd.DataFrame:
+def pairs_of(pairs: Sequence[Pair] | pd.DataFrame) -> list[Pair]:
+    """Pairs from a list of Pairs or a DataFrame (one pair per row; errors name the row and column)."""
+    if hasattr(pairs, "to_dict") and hasattr(pairs, "columns"):
+        from farm.io import pair_from_record
+
+        records = pairs.to_dict("records")
+        return [pair_from_record({k: v for k, v in r.items() if not _missing(v)}, "<DataFrame>", i)
+                for i, r in enumerate(records, 1)]
+    out = list(pairs)
+    bad = next((i for i, p in enumerate(out) if not isinstance(p, Pair)), None)
+    if bad is not None:
+        from farm.errors import FarmError
+
+        raise FarmError(f"expected a Pair, got {type(out[bad]).__name__} {out[bad]!r:.60}", line=bad + 1,
+                        hint="pass Pairs, or a DataFrame with instruction, output_1, output_2 columns")
+    return out
+
+
+def _missing(v: Any) -> bool:
+    """A DataFrame's empty cell (None or NaN)."""
+    return v is None or (isinstance(v, float) and v != v)
+
+
+def annotate_frame(pairs: Sequence[Pair] | pd.DataFrame, annotator: Annotator | str, **kwargs: Any) -> pd.DataFrame:
     """`annotate_pairs` as a pandas DataFrame (columns of `Annotation.to_record`: p_output_2, preference,
-    annotator, raw_completion, price_per_example, time_per_example...); the run is in `df.attrs["run"]`."""
+    annotator, raw_completion, price_per_example, price_spent, time_per_example...); the run is in
+    `df.attrs["run"]`. `pairs` may be a DataFrame (columns instruction, input?, output_1, output_2)."""
     from farm.io import annotations_to_frame
 
     run = kwargs.pop("run", None) or AnnotationRun()

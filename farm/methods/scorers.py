@@ -166,7 +166,7 @@ class JudgeScorer:
         out = []
         for a, s in zip(anns, swap):
             self.n_requests += 1
-            self.price += a.price
+            self.price += a.price_spent  # what this run paid: 0 for a cached verdict or a repeated pair
             if a.preference is None:
                 self.n_invalid += 1
             out.append(0.5 if a.preference is None else (1.0 - a.preference if s else a.preference))

@@ -44,10 +44,29 @@ def _resolve(path: str, gguf_file: str | None) -> dict[str, Any]:
     elif p.suffix == ".gguf":
         kwargs["gguf_file"] = p.name
         path = str(p.parent)
-    if not Path(path).exists() and ("/" not in path or path.startswith((".", "/"))):
+    check_model_path(path)
+    return {"path": path, **kwargs}
+
+
+def is_hub_name(path: str) -> bool:
+    """'org/name' (one slash, no path-like start, and 'org' is not a local folder): what Hugging Face would look
+    up on the hub.
+
+    >>> is_hub_name("Qwen/Qwen2.5-0.5B"), is_hub_name("runs/sft/model"), is_hub_name("./m"), is_hub_name("/m")
+    (True, False, False, False)
+    """
+    import re
+
+    if path.startswith((".", "/", "~")) or not re.fullmatch(r"[\w.-]+/[\w.-]+", path):
+        return False
+    return not Path(path.split("/")[0]).is_dir()
+
+
+def check_model_path(path: str) -> None:
+    """A FarmError (one line) for a local model path that does not exist; hub names are left to Hugging Face."""
+    if not Path(path).exists() and not is_hub_name(path):
         raise FarmError("model path does not exist", file=path,
                         hint="give a folder written by save_pretrained, a .gguf file, or a hub name in the local cache")
-    return {"path": path, **kwargs}
 
 
 def load_tokenizer(path: str, gguf_file: str | None = None, padding_side: str = "right"):
@@ -84,6 +103,7 @@ def load_scalar_model(path: str, *, device: str = "auto", dtype: str = "auto", t
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    check_model_path(str(path))
     device = pick_device(device)
     tokenizer = tokenizer or load_tokenizer(path)
     config = AutoConfig.from_pretrained(path)
@@ -135,6 +155,9 @@ def save_model(model, tokenizer, out_dir: str | Path, extra_files: dict[str, str
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    from farm.io import current_umask
+
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; a model folder respects the umask like any file
     try:
         model.save_pretrained(tmp)
         if tokenizer is not None:

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from farm.annotators.backends import as_text, classify_error, count, http_client, key_from_named_variable
+from farm.annotators.backends import (
+    as_text,
+    classify_error,
+    client_credentials,
+    client_timeout,
+    count,
+    extra_headers,
+    http_client,
+    key_from_named_variable,
+)
 from farm.annotators.config import JudgeConfig
 from farm.annotators.parsers import Completion
 from farm.annotators.retry import TransientError
@@ -30,6 +39,9 @@ class AnthropicMessages:
             raise FarmError("the anthropic messages API needs max_tokens", field="max_tokens")
         self.config = config
         self.client = None
+        self.secrets: list[str] = []
+        self.url: str | None = config.base_url
+        self.answered = False  # a response came back: the endpoint exists (connect errors become transient)
 
     async def __aenter__(self) -> AnthropicMessages:
         import anthropic
@@ -37,10 +49,13 @@ class AnthropicMessages:
         key = key_from_named_variable(self.config)  # None: the client reads ANTHROPIC_API_KEY itself
         try:
             self.client = anthropic.AsyncAnthropic(api_key=key, base_url=self.config.base_url,
-                                                   timeout=self.config.timeout, max_retries=0,
+                                                   timeout=client_timeout(anthropic, self.config), max_retries=0,
+                                                   default_headers=extra_headers(self.config) or None,
                                                    http_client=http_client(anthropic, self.config))
-        except anthropic.AnthropicError as e:
+        except (anthropic.AnthropicError, ValueError) as e:
             raise FarmError(f"cannot create the Anthropic client: {e}", hint=_KEY_HINT) from None
+        self.secrets = client_credentials(self.client, self.config)
+        self.url = str(self.client.base_url)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -63,11 +78,14 @@ class AnthropicMessages:
                 raise FarmError(f"no Anthropic credentials: {e}", field="api_key_env", hint=_KEY_HINT) from None
             raise FarmError(f"the anthropic client rejected an argument: {e}", field="decoding") from None
         except Exception as e:
-            raise classify_error(e, anthropic, _KEY_HINT) from None
+            raise classify_error(e, anthropic, _KEY_HINT, self.secrets, self.url, self.answered) from None
+        self.answered = True
         texts = [as_text(b.text) for b in (getattr(r, "content", None) or []) if getattr(b, "type", "") == "text"]
-        if not texts:
-            raise TransientError("response has no text content")
         usage = getattr(r, "usage", None)
+        if not texts:
+            raise TransientError("response has no text content",
+                                 input_tokens=count(getattr(usage, "input_tokens", 0)),
+                                 output_tokens=count(getattr(usage, "output_tokens", 0)))
         return Completion(
             text="".join(texts),
             input_tokens=count(getattr(usage, "input_tokens", 0)),

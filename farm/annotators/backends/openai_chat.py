@@ -10,11 +10,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from farm.annotators.backends import as_text, classify_error, count, http_client, resolve_api_key
+from farm.annotators.backends import (
+    as_text,
+    classify_error,
+    client_credentials,
+    client_timeout,
+    count,
+    extra_headers,
+    http_client,
+    resolve_api_key,
+)
 from farm.annotators.config import JudgeConfig
 from farm.annotators.parsers import Completion
 from farm.annotators.retry import TransientError
 from farm.errors import FarmError
+
+_KEY_HINT = "set OPENAI_API_KEY or api_key_env in the judge config"
 
 
 class OpenAIChat:
@@ -23,6 +34,9 @@ class OpenAIChat:
     def __init__(self, config: JudgeConfig, folder: Path):
         self.config = config
         self.client = None
+        self.secrets: list[str] = []
+        self.url: str | None = config.base_url
+        self.answered = False  # a response came back: the endpoint exists (connect errors become transient)
 
     async def __aenter__(self) -> OpenAIChat:
         import openai
@@ -30,10 +44,13 @@ class OpenAIChat:
         key = resolve_api_key(self.config, "OPENAI_API_KEY", "OPENAI_BASE_URL")
         try:
             self.client = openai.AsyncOpenAI(api_key=key, base_url=self.config.base_url,
-                                             timeout=self.config.timeout, max_retries=0,
+                                             timeout=client_timeout(openai, self.config), max_retries=0,
+                                             default_headers=extra_headers(self.config) or None,
                                              http_client=http_client(openai, self.config))
         except openai.OpenAIError as e:
             raise FarmError(f"cannot create the OpenAI client: {e}", field="api_key_env") from None
+        self.secrets = client_credentials(self.client, self.config)
+        self.url = str(self.client.base_url)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -57,16 +74,18 @@ class OpenAIChat:
         except TypeError as e:  # an unknown argument in `decoding`
             raise FarmError(f"the openai client rejected an argument: {e}", field="decoding") from None
         except Exception as e:
-            raise classify_error(e, openai, "set OPENAI_API_KEY or api_key_env in the judge config") from None
+            raise classify_error(e, openai, _KEY_HINT, self.secrets, self.url, self.answered) from None
+        self.answered = True
+        usage = getattr(r, "usage", None)
         if not getattr(r, "choices", None):
-            raise TransientError("response has no choices")
+            raise TransientError("response has no choices", input_tokens=count(getattr(usage, "prompt_tokens", 0)),
+                                 output_tokens=count(getattr(usage, "completion_tokens", 0)))
         choice = r.choices[0]
         top = None
         content = getattr(getattr(choice, "logprobs", None), "content", None)
         if content:
             top = [{t.token: t.logprob for t in (pos.top_logprobs or [])} or {pos.token: pos.logprob}
                    for pos in content]
-        usage = getattr(r, "usage", None)
         message = choice.message
         # a refusal has no content: keep its text as the raw answer (it parses as invalid, then is re-asked)
         text = (as_text(message.content) or as_text(getattr(message, "refusal", None))) if message else ""
