@@ -73,3 +73,72 @@ def test_scalar_model_from_causal_lm_starts_at_zero(tmp_path):
     ids, mask = tokenize_prompts(tok, ["Sort: 1 2", "Sort: 3 1 2 9"])
     v = scalar_values(rm, ids, mask)
     assert v.shape == ids.shape and torch.all(v == 0)
+
+
+def _gqa_lm(tmp_path, kv_heads: int = 2):
+    """A tiny Llama with grouped-query attention (4 query heads share 2 key/value heads), as SmolLM2 has."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from farm.models.loading import save_model
+    from farm.models.tiny import train_tokenizer
+
+    tok = train_tokenizer(TEXTS, 300)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=128,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    torch.manual_seed(0)
+    save_model(LlamaForCausalLM(config), tok, tmp_path / "gqa")
+    return load_causal_lm(str(tmp_path / "gqa"), device="cpu")
+
+
+PROMPTS = [format_prompt("Sort: 1 2"), format_prompt("Sort: 3 1 2 and then some more words here"), "x"]
+
+
+def test_lean_sampler_draws_the_same_tokens_as_transformers_generate(tmp_path):
+    """farm/models/fast_decode.py against model.generate on the same seeds: sampled at two temperatures and
+    greedy, left-padded prompts of different lengths, multi-query and grouped-query attention."""
+    for model, tok in (_tiny(tmp_path), _gqa_lm(tmp_path)):
+        for kw in ({"temperature": 1.0}, {"temperature": 0.7}, {"greedy": True}):
+            lean = generate(model, tok, PROMPTS * 3, max_new_tokens=12, seed=5, **kw)
+            hf = generate(model, tok, PROMPTS * 3, max_new_tokens=12, seed=5, engine="hf", **kw)
+            assert torch.equal(lean.response_ids, hf.response_ids), kw
+            assert lean.texts == hf.texts and lean.truncated == hf.truncated
+
+
+def test_lean_sampler_stops_rows_at_eos_like_generate(tmp_path):
+    from farm.models import fast_decode
+
+    model, tok = _gqa_lm(tmp_path)
+    model.eval()
+    ids, mask = tokenize_prompts(tok, PROMPTS)
+    with torch.no_grad():
+        first = model(input_ids=ids, attention_mask=mask,
+                      position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[:, -1].argmax(-1)
+        eos = int(first[0])  # row 0's first greedy token plays EOS: row 0 stops at once, the others go on
+        lean = fast_decode.sample(model, ids, mask, max_new_tokens=10, eos_token_id=eos, pad_token_id=0, greedy=True)
+        hf = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, do_sample=False, eos_token_id=eos,
+                            pad_token_id=0)[:, ids.shape[1]:]
+    assert torch.equal(lean, hf)
+    assert lean[0, 0] == eos and (lean[0, 1:] == 0).all()
+
+
+def test_lean_sampler_runs_lora_adapters_and_falls_back_where_it_would_differ(tmp_path):
+    import pytest
+
+    pytest.importorskip("peft")
+    from farm.models import fast_decode
+    from farm.models.lora import add_lora
+
+    model, tok = _gqa_lm(tmp_path)
+    model = add_lora(model, rank=4)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # an adapter that changes the outputs
+    lean = generate(model, tok, PROMPTS, max_new_tokens=10, seed=1)
+    hf = generate(model, tok, PROMPTS, max_new_tokens=10, seed=1, engine="hf")
+    assert torch.equal(lean.response_ids, hf.response_ids)
+    assert fast_decode.supports(model)
+    assert not fast_decode.supports(model, top_k=5) and not fast_decode.supports(model, top_p=0.9)
+    model.get_base_model().generation_config.repetition_penalty = 1.2
+    assert not fast_decode.supports(model)  # generate would apply it; the lean loop would not
