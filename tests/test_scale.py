@@ -263,6 +263,6 @@ def test_a_function_scorer_needs_no_resident_reward_model():
                                      device="cpu"))
     without = estimate(shape, Budget(method="rloo", batch_size=8, prompt_len=64, response_len=16, precision="fp32",
                                      device="cpu", reward_model=False))
-    names = {t.name for t in without.terms}
-    assert "reward weights" in {t.name for t in with_rm.terms} and "reward weights" not in names
+    names = {t.component for t in without.terms}
+    assert "reward weights" in {t.component for t in with_rm.terms} and "reward weights" not in names
     assert with_rm.peak_bytes - without.peak_bytes >= shape.n_params(lm_head=False) * 4 * 0.99
