@@ -36,7 +36,8 @@ from farm.methods import dpo  # noqa: E402
 from farm.methods.common import TrainConfig  # noqa: E402
 from farm.models.loading import load_causal_lm  # noqa: E402
 
-LR, BETA = 1e-3, 0.1
+BETA = 0.1
+LR = 1e-3  # --lr
 
 
 def make_pairs(n: int, kind: str = "tiny", tokenizer_dir: str = "") -> list[dict]:
@@ -93,6 +94,8 @@ def run_trl(model_dir: str, pairs: list[dict], steps: int, out: str) -> dict:
 
 
 def worker(args) -> None:
+    global LR
+    LR = args.lr
     torch.set_num_threads(args.threads)
     pairs = make_pairs(args.pairs, args.model, args.model_dir)
     run = run_ours if args.worker == "farm" else run_trl
@@ -111,6 +114,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=96)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--worker", choices=("farm", "trl"), help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -124,7 +128,7 @@ def main() -> None:
         path = model_dir(args.model, texts, Path(d), n_layers=args.layers, hidden=args.hidden,
                          intermediate=args.hidden * 8 // 3)
         common = ["--model", args.model, "--model-dir", path, "--steps", str(args.steps), "--pairs", str(args.pairs),
-                  "--threads", str(args.threads)]
+                  "--threads", str(args.threads), "--lr", str(args.lr)]
         runs: dict[str, list[dict]] = {"farm": [], "trl": []}
         for r in range(args.repeats):  # interleaved, so a noisy neighbour hurts both alike
             for k in runs:
@@ -150,7 +154,7 @@ def main() -> None:
     print(f"speed-up farm / trl = {ratio:.2f}x (against TRL's own train_runtime, which leaves out its "
           f"train() set-up: {trl_own / med['farm']['train_s']:.2f}x); peak RSS farm / trl = "
           f"{med['farm']['peak_rss_mb'] / med['trl']['peak_rss_mb']:.2f}; load average {min(loads)}–{max(loads)}")
-    result = {"trl": trl.__version__, "torch": torch.__version__, "model": args.model, "threads": args.threads,
+    result = {"trl": trl.__version__, "torch": torch.__version__, "model": args.model, "threads": args.threads, "lr": args.lr,
               "pairs": args.pairs, "steps": args.steps, "repeats": args.repeats, "median": med, "speedup": ratio,
               "speedup_vs_trl_train_runtime": trl_own / med["farm"]["train_s"], "max_loss_diff": max_diff,
               "losses": {"farm": a, "trl": b}, "load_avg": [min(loads), max(loads)], "runs": runs}
@@ -168,7 +172,7 @@ def markdown(d: dict) -> str:
     """The block in bench/RESULTS.md."""
     m = d["median"]
     rows = [f"`python bench/bench_dpo_trl.py --model {d['model']} --steps {d['steps']} --pairs {d['pairs']} "
-            f"--repeats {d['repeats']} --threads {d['threads']}` (TRL {d['trl']}, torch {d['torch']}, fp32 CPU, "
+            f"--lr {d.get('lr', 1e-3):g} --repeats {d['repeats']} --threads {d['threads']}` (TRL {d['trl']}, torch {d['torch']}, fp32 CPU, "
             f"{d['pairs']} pairs = the whole data set every step; load average {d['load_avg'][0]}–"
             f"{d['load_avg'][1]} during the runs)", "",
             "| | steps/s (median) | train loop (s) | reference pass / set-up (s) | peak RSS (MB) |",

@@ -142,3 +142,32 @@ def test_lean_sampler_runs_lora_adapters_and_falls_back_where_it_would_differ(tm
     assert not fast_decode.supports(model, top_k=5) and not fast_decode.supports(model, top_p=0.9)
     model.get_base_model().generation_config.repetition_penalty = 1.2
     assert not fast_decode.supports(model)  # generate would apply it; the lean loop would not
+
+
+def test_continuations_sharing_one_prompt_pass_equal_whole_rows_in_values_and_gradients(tmp_path):
+    """farm/models/shared_prefix.py: chosen and rejected (DPO) or k samples (RLOO) after one prompt forward."""
+    from farm.methods.maths import response_logprobs
+    from farm.models.shared_prefix import continuation_logprobs
+
+    model, tok = _gqa_lm(tmp_path)
+    model.train()
+    for m in model.modules():  # no dropout: the two paths must see the same network
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    pids, pmask = tokenize_prompts(tok, PROMPTS)
+    conts = []
+    for texts in (["1 2", "a longer answer here", "z"], ["no", "x y", "the other one, longer still"]):
+        enc = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
+        R = max(len(e) for e in enc)
+        ids = torch.tensor([e + [tok.pad_token_id] * (R - len(e)) for e in enc])
+        conts.append((ids, (torch.arange(R)[None] < torch.tensor([len(e) for e in enc])[:, None]).long()))
+    shared = continuation_logprobs(model, pids, pmask, conts, temperature=0.7)
+    loss_shared = sum((lp * m).sum() for lp, (_, m) in zip(shared, conts))
+    g_shared = torch.autograd.grad(loss_shared, [p for p in model.parameters()])
+    whole = [response_logprobs(model, pids, pmask, ids, m, 0.7) for ids, m in conts]
+    for a, b, (_, m) in zip(shared, whole, conts):
+        torch.testing.assert_close(a * m, b * m, atol=1e-5, rtol=1e-5)
+    loss_whole = sum((lp * m).sum() for lp, (_, m) in zip(whole, conts))
+    g_whole = torch.autograd.grad(loss_whole, [p for p in model.parameters()])
+    for a, b in zip(g_shared, g_whole):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -31,3 +31,14 @@ def expanded_cache(layers: list[tuple], length: int, rows: int):
     if hasattr(DynamicCache, "from_legacy_cache"):
         return DynamicCache.from_legacy_cache(data)
     return DynamicCache(data)
+
+
+def expanded_rows_cache(layers: list[tuple], repeats: int):
+    """A DynamicCache of a batch-B cache repeated `repeats` times along the batch (rows j·B + i = row i), a copy
+    that keeps the autograd graph (a prefix shared by several continuations in training)."""
+    from transformers import DynamicCache
+
+    data = tuple((k.repeat(repeats, 1, 1, 1), v.repeat(repeats, 1, 1, 1)) for k, v in layers)
+    if hasattr(DynamicCache, "from_legacy_cache"):
+        return DynamicCache.from_legacy_cache(data)
+    return DynamicCache(data)
