@@ -171,3 +171,19 @@ def test_continuations_sharing_one_prompt_pass_equal_whole_rows_in_values_and_gr
     g_whole = torch.autograd.grad(loss_whole, [p for p in model.parameters()])
     for a, b in zip(g_shared, g_whole):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_a_tokenizer_whose_pad_is_eos_gets_a_spare_token_and_a_new_pad_row_is_zero(tmp_path):
+    from farm.models.loading import grow_embeddings, load_tokenizer, pick_dtype, save_model
+    from farm.models.tiny import build_tiny_lm, train_tokenizer
+
+    tok = train_tokenizer(TEXTS, 300)
+    tok.pad_token = tok.eos_token  # as SmolLM2's tokenizer ships
+    save_model(build_tiny_lm(tok, TinySpec(n_layers=1, hidden=32, heads=2, intermediate=64)), tok, tmp_path / "m")
+    again = load_tokenizer(str(tmp_path / "m"))
+    assert again.pad_token == "<unk>" and again.pad_token_id != again.eos_token_id and len(again) == len(tok)
+    model = build_tiny_lm(tok, TinySpec(n_layers=1, hidden=32, heads=2, intermediate=64))
+    n = model.get_input_embeddings().num_embeddings
+    grow_embeddings(model, n + 1)  # an added <pad>: its row is zero, so two loads give the same network
+    assert model.get_input_embeddings().weight[n:].abs().sum() == 0
+    assert pick_dtype("fp32") == torch.float32 and pick_dtype("fast", "cpu") in (torch.float32, torch.bfloat16)
