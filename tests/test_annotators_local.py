@@ -109,7 +109,8 @@ def _full_forward_logprobs(model, ids: list[int]):
 def test_prefix_scorer_equals_a_full_forward_of_each_prompt(tiny_model):
     """The cached shared head + batched right-padded suffixes give each prompt's own next-token distribution:
     first call with ONE prompt (its head is almost all of it), then a batch sharing a shorter head (the cache is
-    cut, not recomputed), rows of very different lengths, and a row sharing nothing (run whole)."""
+    cut, not recomputed), rows of very different lengths, a row sharing nothing (run whole), and groups of rows
+    sharing more than the head."""
     import torch
 
     from farm.annotators.backends.local_transformers import PrefixScorer
@@ -122,13 +123,19 @@ def test_prefix_scorer_equals_a_full_forward_of_each_prompt(tiny_model):
     scorer = PrefixScorer(model)
     calls = [[head + tok(tails[0])["input_ids"]],
              [head + tok(t)["input_ids"] for t in tails[1:]] + [tok("unrelated text, nothing shared")["input_ids"]],
-             [head[:20] + tok(t)["input_ids"] for t in tails]]
+             [head[:20] + tok(t)["input_ids"] for t in tails],
+             # pairs about the same instruction: that part too is computed once per group, on top of the head
+             [head[:20] + tok("the lazy dog " * 6 + t)["input_ids"] for t in tails]
+             + [head[:20] + tok("quick brown fox " * 5 + t)["input_ids"] for t in tails[:3]]]
     for prompts in calls:
         with torch.no_grad():
             got = scorer.last_logprobs(prompts)
         for ids, row in zip(prompts, got):
             torch.testing.assert_close(row, _full_forward_logprobs(model, ids), atol=2e-5, rtol=1e-5)
     assert len(scorer.prefix) == 20 and scorer.kv is not None  # the head only ever shrinks to what is shared
+    with torch.no_grad():
+        groups = scorer._groups(calls[-1], list(range(len(calls[-1]))), 20)
+    assert sorted(len(rows) for start, _, rows in groups if start > 20) == [3, 5]  # the two instructions
 
 
 def test_concurrent_prompts_share_batched_forwards_and_give_the_same_verdicts(tmp_path, tiny_model):

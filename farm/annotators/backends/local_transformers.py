@@ -133,17 +133,47 @@ class PrefixScorer:
             self._compute_prefix(prompts[heads.index(max(heads))][:L])
         elif L:
             self.prefix = self.prefix[:L]  # the keys/values of a shorter prefix are a slice of the longer one
-        starts = [L if L and h >= MIN_PREFIX else 0 for h in heads]  # rows that do not share run whole
         rows = {}
-        for start in sorted(set(starts)):
-            idx = [i for i, st in enumerate(starts) if st == start]
+        whole = [i for i, h in enumerate(heads) if not (L and h >= MIN_PREFIX)]  # rows that share nothing
+        for start, kv, idx in [(0, None, whole)] + self._groups(prompts, [i for i in range(len(prompts))
+                                                                           if i not in set(whole)], L):
             for group in length_batches([len(prompts[i]) - start for i in idx]):
                 members = [idx[g] for g in group]
-                rows.update(zip(members, self._forward([prompts[i][start:] for i in members], start)))
+                rows.update(zip(members, self._forward([prompts[i][start:] for i in members], kv, start)))
         return torch.stack([rows[i] for i in range(len(prompts))])
 
-    def _forward(self, suffixes: list[list[int]], L: int):
-        """Log-probs (rows, V) after each suffix, right-padded, following the first L cached prefix tokens."""
+    def _groups(self, prompts: list[list[int]], idx: list[int], L: int) -> list[tuple]:
+        """(start, keys/values, rows): rows that share more than the head beyond it (pairs about the same
+        instruction) get that part computed once, on top of the head; the others start at the head."""
+        import torch
+
+        from farm.models.kvcache import cache_layers, expanded_cache
+
+        out: list[tuple] = []
+        alone: list[int] = []
+        order = sorted(idx, key=lambda i: prompts[i])  # rows with a common prefix are neighbours
+        k = 0
+        while k < len(order):
+            first, members, shared = prompts[order[k]], [order[k]], len(prompts[order[k]]) - 1
+            while k + len(members) < len(order):
+                nxt = prompts[order[k + len(members)]]
+                common = min(shared, common_prefix_length(first, nxt), len(nxt) - 1)
+                if common - L < MIN_PREFIX:
+                    break
+                members.append(order[k + len(members)])
+                shared = common
+            k += len(members)
+            if len(members) < 2:
+                alone += members
+                continue
+            backbone = getattr(self.model, self.model.base_model_prefix)
+            ids = torch.tensor([first[L:shared]], device=self._device())
+            res = backbone(input_ids=ids, use_cache=True, **{self._kwarg: expanded_cache(self.kv, L, 1)})
+            out.append((shared, cache_layers(res), members))
+        return [(L, self.kv, alone)] + out if alone else out
+
+    def _forward(self, suffixes: list[list[int]], kv, L: int):
+        """Log-probs (rows, V) after each suffix, right-padded, following the first L positions of `kv`."""
         import torch
 
         from farm.models.kvcache import expanded_cache
@@ -153,7 +183,7 @@ class PrefixScorer:
         ids = torch.zeros((len(suffixes), max(lens)), dtype=torch.long)
         for r, s in enumerate(suffixes):
             ids[r, : len(s)] = torch.tensor(s)
-        kwargs = {self._kwarg: expanded_cache(self.kv, L, len(suffixes)), "use_cache": True} if L else {}
+        kwargs = {self._kwarg: expanded_cache(kv, L, len(suffixes)), "use_cache": True} if L else {}
         backbone = getattr(self.model, self.model.base_model_prefix)
         # right padding after the real tokens is invisible to them under the causal mask: no attention mask needed
         hidden = backbone(input_ids=ids.to(device), **kwargs).last_hidden_state
