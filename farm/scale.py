@@ -205,6 +205,8 @@ class Budget:
     `generate` in eager mode on a GPU, not measured here; ~0.2 for vLLM with CUDA graphs; 0 to ignore"""
     examples: int = 0
     """examples (prompts or pairs) in one epoch; 0 = estimate one optimizer step only"""
+    reward_model: bool = True
+    """False when a function or a remote judge scores (ppo/rloo/best-of-n): no resident reward model"""
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_MODELS:
@@ -286,7 +288,8 @@ def estimate(shape: Shape, budget: Budget) -> Estimate:
     trained, seqs_per_ex, others = METHOD_MODELS[b.method]
     n_lm, n_scalar = s.n_params(lm_head=True), s.n_params(lm_head=False)
     n_lora = s.lora_params(b.lora_rank) if b.lora_rank > 0 else 0
-    residents = ["policy"] + [o for o in others if not (o == "reference" and b.reference != "model")]
+    residents = ["policy"] + [o for o in others if not (o == "reference" and b.reference != "model")
+                              and not (o == "reward" and not b.reward_model)]
     if b.method == "reward":
         residents = ["reward"]
     est = Estimate(s, b, {"policy": n_lm, "reward/value": n_scalar, "lora": n_lora})

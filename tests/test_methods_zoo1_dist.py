@@ -1,5 +1,10 @@
-"""2 CPU processes (torchrun, gloo) give the same SFT update as 1 process with the same global batch
-(issue #12). Separate file: the two subprocess startups dominate its ~30-40 s."""
+"""2 CPU processes (torchrun, gloo) give the same update as 1 process with the same global batch, for every
+method trained through the shared loop (`common.fit`): SFT, the reward model and DPO (issues #12, #20). One
+launch runs all three methods, so the two subprocess startups (which dominate) are paid once.
+
+PPO and RLOO are NOT data-parallel yet: their loops (farm/methods/ppo.py, rloo.py) do not shard rollouts across
+processes, so under `accelerate launch` every process repeats the whole run. The test below that says so is an
+xfail(strict) placeholder until they are."""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from farm.models.generation import format_prompt
-from farm.models.loading import load_causal_lm
+from farm.models.loading import load_causal_lm, load_scalar_model
 from farm.models.tiny import TinySpec, build_tiny
 
 RECORDS = [{"instruction": f"Sort: {a} {b} {c}", "input": "", "output": " ".join(sorted([a, b, c]))}
@@ -23,17 +29,35 @@ RECORDS = [{"instruction": f"Sort: {a} {b} {c}", "input": "", "output": " ".join
 WORKER = """
 import json, sys, torch
 from accelerate import Accelerator
+from farm.methods import dpo
+from farm.methods.reward import train_reward_model
 from farm.methods.loop import TrainConfig, train_sft
-from farm.models.loading import load_causal_lm
+from farm.models.loading import load_causal_lm, load_scalar_model
 
 path, out, per_device, data = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 acc = Accelerator(cpu=True)  # under torchrun: gloo process group
+records = json.load(open(data))
+
+
+def tc(**kw):
+    return TrainConfig(lr=0.5, optimizer="sgd", per_device_batch_size=per_device, max_steps=2, max_grad_norm=1.0,
+                       schedule="constant", warmup_ratio=0, progress=False, **kw)
+
+
+states = {"world": acc.num_processes}
 model, tok = load_causal_lm(path, device="cpu")
-tc = TrainConfig(lr=0.5, optimizer="sgd", per_device_batch_size=per_device, max_steps=2, max_grad_norm=1.0,
-                 schedule="constant", warmup_ratio=0, progress=False)
-r = train_sft(model.double(), tok, json.load(open(data)), tc, accelerator=acc)
+states["sft"] = train_sft(model.double(), tok, records, tc(), accelerator=acc)["model"].state_dict()
+rm, rtok = load_scalar_model(path, device="cpu")
+triples = [{**r, "chosen": r["output"], "rejected": r["output"][::-1] + " no", "p_chosen": 1.0} for r in records]
+states["reward"] = train_reward_model(rm.double(), rtok, triples, tc(), accelerator=acc)["model"].state_dict()
+model, tok = load_causal_lm(path, device="cpu")
+pairs = [{"prompt": "Sort: " + t["instruction"], "chosen": t["chosen"], "rejected": t["rejected"]} for t in triples]
+cfg = dpo.Config(beta=0.5, train=TrainConfig(lr=0.05, optimizer="sgd", per_device_batch_size=per_device // 2,
+                                             max_steps=2, max_grad_norm=1.0, schedule="constant", warmup_ratio=0,
+                                             progress=False))
+states["dpo"] = dpo.train(model.double(), tok, pairs, cfg)["model"].state_dict()
 if acc.is_main_process:
-    torch.save({"world": acc.num_processes, **r["model"].state_dict()}, out)
+    torch.save(states, out)
 """
 
 
@@ -62,7 +86,23 @@ def test_two_cpu_processes_give_the_same_update_as_one(tmp_path):
         assert p.returncode == 0, log[-3000:]
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert (one.pop("world"), two.pop("world")) == (1, 2)
-    init = load_causal_lm(tiny, device="cpu")[0].state_dict()
-    assert any(not torch.equal(one[k].float(), init[k]) for k in one)  # two SGD steps moved the weights
-    for k in one:
-        torch.testing.assert_close(one[k], two[k], atol=1e-9, rtol=0, msg=lambda m, k=k: f"{k}: {m}")
+    init = {"sft": load_causal_lm(tiny, device="cpu")[0].state_dict()}
+    init["dpo"] = init["sft"]
+    init["reward"] = load_scalar_model(tiny, device="cpu")[0].state_dict()
+    for method in ("sft", "reward", "dpo"):
+        a, b = one[method], two[method]
+        assert any(not torch.equal(a[k].float(), init[method][k].float()) for k in a), method  # the steps moved it
+        tol = 1e-9 if method != "dpo" else 1e-6  # DPO's log-probs are fp32 whatever the weights
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], atol=tol, rtol=0, msg=lambda m, k=k, t=method: f"{t} {k}: {m}")
+
+
+@pytest.mark.xfail(strict=True, reason="ppo.train / rloo.train do not shard rollouts across processes yet "
+                                       "(see the module docstring and the #20 report)")
+def test_ppo_and_rloo_shard_their_rollouts_across_processes():
+    import inspect
+
+    from farm.methods import ppo, rloo
+
+    for m in (ppo, rloo):  # a data-parallel loop takes (or makes) an Accelerator, as common.fit does
+        assert "accelerator" in inspect.signature(m.train).parameters

@@ -255,3 +255,14 @@ def test_scoring_and_generation_phases_match_measured_peaks():
         measured = measure_peak_cpu(fn)
         print(f"{phase}: measured {measured / 1e6:.2f} MB, estimated {predicted[phase] / 1e6:.2f} MB")
         assert 0.7 <= predicted[phase] / measured <= 1.3, phase
+
+
+def test_a_function_scorer_needs_no_resident_reward_model():
+    shape = resolve_shape("smollm2-135m")
+    with_rm = estimate(shape, Budget(method="rloo", batch_size=8, prompt_len=64, response_len=16, precision="fp32",
+                                     device="cpu"))
+    without = estimate(shape, Budget(method="rloo", batch_size=8, prompt_len=64, response_len=16, precision="fp32",
+                                     device="cpu", reward_model=False))
+    names = {t.component for t in without.terms}
+    assert "reward weights" in {t.component for t in with_rm.terms} and "reward weights" not in names
+    assert with_rm.peak_bytes - without.peak_bytes >= shape.n_params(lm_head=False) * 4 * 0.99

@@ -194,7 +194,9 @@ class LLMJudge:
                    "batch_size": c.batch_size, "temperature": c.temperature, "max_tokens": c.max_tokens,
                    "top_logprobs": c.top_logprobs,
                    "decoding": {k: v for k, v in c.decoding.items() if k != "extra_headers"},
-                   "mode": c.mode if c.backend == "transformers" else None}
+                   "mode": c.mode if c.backend == "transformers" else None,
+                   # a local model's dtype changes its verdicts (bf16 vs fp32): not shared with the other's cache
+                   "dtype": getattr(c, "dtype", None) if c.backend == "transformers" else None}
         if c.max_output_chars != JudgeConfig.max_output_chars:  # the default cuts nothing an older cache held
             payload["max_output_chars"] = c.max_output_chars
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

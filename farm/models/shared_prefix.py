@@ -1,0 +1,45 @@
+"""Several continuations of the same prompts with the prompts run ONCE (training-time prefix sharing).
+
+DPO scores a chosen and a rejected answer to each prompt; RLOO and GRPO score k samples of each prompt. Run as
+separate rows, every prompt token goes through the network (forward and backward) once per continuation. Here the
+prompts go through once; their keys and values — with their gradient — are reused by every continuation, so a
+DPO step with prompts longer than its answers costs close to half. Values and gradients equal those of running
+each [prompt; continuation] row whole, to float rounding (tests/test_models.py).
+
+Layout (as everywhere in farm): prompts left-padded (B, P) with a mask; each continuation right-padded (B, R_j)
+with its mask (1 up to and including EOS).
+
+Two forwards make one backward here (prompt, then continuations), so under DistributedDataParallel this needs
+`static_graph=True` (or one process); a single process and peft-wrapped models work as they are.
+"""
+
+from __future__ import annotations
+
+
+def continuation_logprobs(model, prompt_ids, prompt_mask, continuations, temperature: float = 1.0):
+    """[(B, R_j) fp32 log-probs of each continuation's tokens] with the prompts run once. `continuations` is a
+    list of (ids, mask) pairs, one per continuation, each with the prompts' batch size B. Differentiable."""
+    import torch
+
+    from farm.models.fast_decode import base_causal_lm
+    from farm.models.kvcache import cache_layers, expanded_rows_cache, forward_cache_kwarg
+
+    # through the model's own forward (peft adapters apply); the cache keyword of the transformers model inside
+    kwarg = forward_cache_kwarg(base_causal_lm(model))
+    B, P = prompt_ids.shape
+    J = len(continuations)
+    position = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position, use_cache=True,
+                logits_to_keep=1)
+    first = out.logits[:, -1]  # (B, V): the logits of every continuation's first token
+    R = max(ids.shape[1] for ids, _ in continuations)
+    ids = torch.cat([torch.nn.functional.pad(i, (0, R - i.shape[1])) for i, _ in continuations])  # (J·B, R)
+    mask = torch.cat([torch.nn.functional.pad(m, (0, R - m.shape[1])) for _, m in continuations])
+    cont_pos = position[:, -1:].repeat(J, 1) + 1 + torch.arange(R, device=ids.device)
+    rest = model(input_ids=ids, attention_mask=torch.cat([prompt_mask.repeat(J, 1), mask], dim=1),
+                 position_ids=cont_pos, use_cache=True, **{kwarg: expanded_rows_cache(cache_layers(out), J)}).logits
+    logits = torch.cat([first.repeat(J, 1)[:, None], rest[:, :-1]], dim=1).float()  # (J·B, R, V)
+    if temperature != 1.0:
+        logits = logits / temperature
+    lp = torch.gather(logits.log_softmax(-1), 2, ids[..., None]).squeeze(-1)
+    return [lp[j * B:(j + 1) * B, : continuations[j][0].shape[1]] for j in range(J)]
