@@ -24,13 +24,14 @@ from pathlib import Path
 
 import torch
 
-from bench.bench_rloo_trl import BETA, LR, MAX_NEW, PROMPTS_PER_STEP, K, digit_fraction, make_prompts
+from bench.bench_rloo_trl import BETA, K, digit_fraction, make_prompts
 from farm.methods import grpo
 from farm.methods.loop import rl_train_config
 from farm.methods.scorers import FunctionScorer
 from farm.models.loading import load_causal_lm
 from farm.models.tiny import TinySpec, build_tiny
 
+LR, MAX_NEW, PROMPTS_PER_STEP = 1e-3, 16, 4  # the RLOO bench's tiny-model settings (its defaults)
 CLIP, CLIP_HIGH = 0.2, 0.28  # the rest of the settings are the RLOO bench's (same model, prompts, reward, batch)
 
 
