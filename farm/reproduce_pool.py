@@ -24,21 +24,25 @@ LABELS = {"length": "length bias as the human's", "position": "position bias as 
           "beta": "sharpness β as the human's"}
 
 
-def _variants(quality_fn, seed: int = 0) -> dict[str, object]:
+def _variants(quality_fn, seed: int, votes: int) -> dict[str, object]:
+    """label → a function vote → annotator. The pools are the same for every vote (another member is drawn per
+    pair with the vote's seed); the second human is `votes` other people than the run's."""
     from farm.annotators.synthetic import PRESETS, SyntheticJudge, SyntheticPool, make_annotator, pool_members
 
     human = PRESETS["human"]
     members = pool_members(quality_fn)
 
     def pool(name: str, keys: tuple[str, ...]):
-        return SyntheticPool(name, [SyntheticJudge(m.name, m.quality_fn,
-                                                   replace(m.params, **{k: getattr(human, k) for k in keys}))
-                                    for m in members])
+        p = SyntheticPool(name, [SyntheticJudge(m.name, m.quality_fn,
+                                                replace(m.params, **{k: getattr(human, k) for k in keys}))
+                                 for m in members])
+        return lambda vote: p
 
-    out = {"eval pool (as shipped)": SyntheticPool("eval_pool", members)}
+    out = {"eval pool (as shipped)": pool("eval_pool", ())}
     out.update({LABELS[k]: pool(f"eval_pool-{k}", (k,)) for k in PROPERTIES})
     out["every property as the human's"] = pool("eval_pool-all", PROPERTIES)
-    out["a second simulated human (the ceiling)"] = make_annotator("human", quality_fn, seed=seed + 1)
+    out["a second simulated human (the ceiling)"] = lambda vote: make_annotator("human", quality_fn,
+                                                                                seed=seed + votes + vote)
     return out
 
 
@@ -68,9 +72,11 @@ def study_pool_ablation(data=None, *, run: str | Path | None = None, seed: int =
            for j in ("human", "gold")}
     out_dir = d / "pool_ablation"
     rows = []
-    for label, judge in _variants(quality_fn, cfg.seed).items():
-        path = out_dir / f"{judge.name}.jsonl"
-        write_annotations(path, judge.annotate(pairs, seed=cfg.seed))
+    for label, make in _variants(quality_fn, cfg.seed, cfg.votes).items():
+        runs = [make(v).annotate(pairs, seed=cfg.seed + v) for v in range(cfg.votes)]  # as the run's `votes`
+        anns = [replace(a[0], preference=float(np.mean([x.preference for x in a]))) for a in zip(*runs)]
+        path = out_dir / f"{make(0).name}-{label.split(' ')[0]}.jsonl"
+        write_annotations(path, anns)
         st = method_stats(preference_array(path, methods, S)[0], n_boot, cfg.seed)  # the run's draws
         for against in ("human", "gold"):
             rho, lo, hi = rank_agreement(st, ref[against])
@@ -80,5 +86,6 @@ def study_pool_ablation(data=None, *, run: str | Path | None = None, seed: int =
     vs_h = table[table.against == "human"].set_index("variant")
     summary = pd.DataFrame([{"figure": f"Spearman vs simulated human: {v}", "published": np.nan,
                              "ours": r.spearman, "ci_low": r.ci_low, "ci_high": r.ci_high,
-                             "note": f"{len(methods)} methods, {S} seed(s)"} for v, r in vs_h.iterrows()])
+                             "note": f"{len(methods)} methods, {S} seed(s), {cfg.votes} vote(s)"}
+                            for v, r in vs_h.iterrows()])
     return {"summary": summary, "ablation": table}

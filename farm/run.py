@@ -47,6 +47,7 @@ class Stages:
     def __init__(self, run_dir: Path, log: Callable[[str], None]):
         self.path = run_dir / "stages.json"
         self.done: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.earlier = set(self.done)  # finished by an earlier invocation (a resume)
         self.log = log
 
     def record(self, name: str, result: dict) -> None:
@@ -57,7 +58,8 @@ class Stages:
 
     def run(self, name: str, fn: Callable[[], dict]) -> dict:
         if name in self.done:
-            self.log(f"  {name:<28} done earlier (resumed)")
+            if name in self.earlier:
+                self.log(f"  {name:<28} done earlier (resumed)")
             return self.done[name]
         t0, c0 = time.time(), time.process_time()
         self.log(f"  {name:<28} ...")
@@ -116,7 +118,7 @@ class CompareRun:
         if cfg.threads > 0:
             import torch
 
-            torch.set_num_threads(cfg.threads)
+            torch.set_num_threads(max(1, cfg.threads // cfg.workers) if worker else cfg.threads)
         if worker:  # a worker process of `workers > 1`: the parent checked, saved and logs
             self.log = log
             return
@@ -146,24 +148,45 @@ class CompareRun:
     def p(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
 
-    def annotator(self, name: str):
-        """A simulated annotator of the world by name, else a judge/pool folder (farm.annotators)."""
-        if name not in self._annotators:
-            from farm.annotators.synthetic import ANNOTATOR_NAMES
+    def simulated(self, name: str) -> bool:
+        from farm.annotators.synthetic import ANNOTATOR_NAMES
 
-            if self.world is not None and name in ANNOTATOR_NAMES:
-                self._annotators[name] = self.world.annotator(name, seed=self.cfg.seed)
+        return self.world is not None and name in ANNOTATOR_NAMES
+
+    def annotator(self, name: str, vote: int = 0):
+        """A simulated annotator of the world by name (vote k: person / instance seed + k), else a judge/pool
+        folder (farm.annotators)."""
+        if (name, vote) not in self._annotators:
+            if self.simulated(name):
+                self._annotators[name, vote] = self.world.annotator(name, seed=self.cfg.seed + vote)
             else:
                 from farm.annotators import load_annotator
 
-                self._annotators[name] = load_annotator(name)
-        return self._annotators[name]
+                self._annotators[name, vote] = load_annotator(name)
+        return self._annotators[name, vote]
 
-    def annotate(self, pairs: list[Pair], name: str) -> list:
+    def annotate(self, pairs: list[Pair], name: str, vote: int = 0) -> list:
         from farm.annotators import annotate_pairs
 
-        return annotate_pairs(pairs, self.annotator(name), seed=self.cfg.seed, cache_path=self.p("cache.sqlite"),
-                              progress=self.progress, concurrency=self.cfg.concurrency or None)
+        return annotate_pairs(pairs, self.annotator(name, vote), seed=self.cfg.seed + vote,
+                              cache_path=self.p("cache.sqlite"), progress=self.progress,
+                              concurrency=self.cfg.concurrency or None)
+
+    def annotate_votes(self, pairs: list[Pair], name: str) -> list:
+        """`votes` independent verdicts per pair from a simulated annotator, averaged (one for a real judge and for
+        gold); each vote's preferences are kept in the annotation's meta."""
+        import dataclasses
+
+        n = self.cfg.votes if self.simulated(name) and name != "gold" else 1
+        runs = [self.annotate(pairs, name, vote) for vote in range(n)]
+        if n == 1:
+            return runs[0]
+        out = []
+        for anns in zip(*runs):
+            valid = [a.preference for a in anns if a.preference is not None]
+            out.append(dataclasses.replace(anns[0], preference=sum(valid) / len(valid) if valid else None,
+                                           meta={**anns[0].meta, "votes": [a.preference for a in anns]}))
+        return out
 
     # -- sampling --
     def load_policy(self, path: str):
@@ -308,6 +331,10 @@ class CompareRun:
         res = module.run(cfg, annotator=self.annotator(judge)) if judge else module.run(cfg)
         model_dir = Path(cfg.output_dir) / "model"
         out: dict[str, Any] = {"model": str(model_dir), **_scalars(res)}
+        if name == "ppo" and k == 0 and self.world is not None:  # over-optimisation points, in this row's process
+            from farm.eval.report import ppo_curve
+
+            out["checkpoint_outputs"] = ppo_curve(self, str(self.p("models", "reward", "model")))
         if Path(cfg.output_dir, "model_outputs.json").exists():  # inference-time methods write outputs directly
             texts = [r["output"] for r in read_records(Path(cfg.output_dir, "model_outputs.json"))]
             out["outputs"] = self.write_outputs(seeded(name, k), read_records(self.p("data", "eval.json")), texts)
@@ -332,7 +359,7 @@ class CompareRun:
                 pairs.append(Pair(key[0], by_key[key], r["output"], input=key[1], generator_1="baseline",
                                   generator_2=m))
         judges = [("pool", self.cfg.eval_pool), ("human", self.cfg.human)] + ([("gold", "gold")] if self.world else [])
-        return {label: str(write_annotations(self.p("annotations", f"{label}.jsonl"), self.annotate(pairs, judge)))
+        return {label: str(write_annotations(self.p("annotations", f"{label}.jsonl"), self.annotate_votes(pairs, judge)))
                 for label, judge in judges}
 
     def stage_leaderboard(self, annotations: dict) -> dict:
@@ -370,6 +397,7 @@ class CompareRun:
         if not todo:
             return
         self.log(f"  {len(todo)} jobs in {self.cfg.workers} worker processes ...")
+        todo.sort(key=lambda job: -sum(JOB_COST.get(self.plan.method_of(m)[0], 2) for _, _, m, _ in job))
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=self.cfg.workers, mp_context=ctx) as pool:
             futures = [pool.submit(_job, str(self.dir), job, sft_model, rm) for job in todo]
@@ -405,6 +433,12 @@ class CompareRun:
         return s.done
 
 
+# rough relative cost of a row, to start the longest jobs first (the workers then finish together); any order gives
+# the same results
+JOB_COST = {"online_dpo": 10, "ppo": 5, "safe_ppo": 6, "best_of_n": 4, "expert_iteration": 4, "grpo": 3, "dpo": 3,
+            "kto": 3, "rloo": 2, "best_of_n_judge": 1, "sft": 1}
+
+
 def row_jobs(methods: list[str], seeds: Callable[[str], list[int]]) -> list[list[tuple[str, str, str, int]]]:
     """The method rows as independent jobs of (stage name, row, method, seed index) steps. A seed's best_of_n and
     best_of_n_judge share one job: they pick among the same sampled candidates."""
@@ -420,8 +454,10 @@ def row_jobs(methods: list[str], seeds: Callable[[str], list[int]]) -> list[list
 
 def _job(run_dir: str, steps: list[tuple[str, str, str, int]], sft_model: str, rm: str) -> list[tuple[str, dict]]:
     """A worker process: one job's stages of the run in `run_dir` (its config.yaml), timed like `Stages.run`."""
+    from farm.cli import _quiet_libraries
     from farm.config import load_config
 
+    _quiet_libraries()  # a spawned process starts without the `farm` command's settings
     run = CompareRun(load_config(CompareConfig, Path(run_dir) / "config.yaml"), log=lambda line: None, worker=True)
     _log_to(Path(run_dir) / "run.log")  # its training status lines too
     out = []
@@ -491,7 +527,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. run_dir=runs/x ppo.steps=20")
     ap.add_argument("--dry-run", action="store_true",
                     help="check the config and print every stage's resolved config; train and write nothing")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # `--dry-run` may come after the overrides
     config, overrides = args.config, list(args.overrides)
     if config and "=" in config and not Path(config).exists():
         overrides.insert(0, config)

@@ -113,14 +113,21 @@ class CompareConfig:
     concurrency: int = 0
     """requests in flight for LLM judges (0 = each judge's own setting)"""
     threads: int = 1
-    """CPU threads for torch (0 = torch's default). Tiny models run several times faster on 1 thread than on 2
-    busy cores; raise it for bigger models on a many-core CPU"""
+    """CPU threads for torch in the run's serial stages (SFT, sampling, the reward model, evaluation); each of the
+    `workers` processes gets threads // workers (at least 1). 0 = torch's default. A tiny model gains ~1.4× from
+    2 threads on 2 idle cores and loses on busy ones"""
+    votes: int = 1
+    """independent verdicts per eval pair from the eval pool and the human, averaged (simulated annotators: other
+    people / other member draws; a real judge is asked once). More votes per pair = less label noise, as a human
+    evaluation with several annotators per item (AlpacaEval's human cross-annotations have 4). Gold is exact"""
     workers: int = 1
     """processes that train the method rows side by side (each row's seeds and methods are independent once SFT,
     preferences and the reward model exist); 2 uses both cores of a 2-core laptop. Results do not depend on it"""
     progress: bool = True
 
     def __post_init__(self):
+        if self.votes < 1:
+            raise FarmError("votes must be at least 1", field="votes")
         if self.workers < 1:
             raise FarmError("workers must be at least 1", field="workers")
         if self.method_seeds < 1:

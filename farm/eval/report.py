@@ -228,27 +228,36 @@ def overoptimisation(run, rm: str) -> dict:
             for k in grid:
                 rows.append({"method": "best_of_n_judge", "x_name": "n", "x": k, "proxy_reward": None,
                              **gold_win(run.judge_knockout(recs, cands, n, k))})
-    ck_dir = run.p("models", "ppo", "checkpoints")
-    ckpts = sorted(ck_dir.glob("step_*"), key=lambda p: int(p.name[5:])) if ck_dir.exists() else []
-    if ckpts:
-        from farm.methods.scorers import RewardModelScorer
-        from farm.run_config import SEED_OFFSETS
-
-        scorer = RewardModelScorer(rm, style=run.cfg.policy.style, device=run.cfg.policy.device)
-        kl_by_step = {}
-        if run.p("models", "ppo", "metrics.jsonl").exists():
-            kl_by_step = {int(r.get("step", -1)): r.get("kl") for r in read_records(run.p("models", "ppo",
-                                                                                          "metrics.jsonl"))}
-        for ck in [run.p("models", "sft", "model")] + ckpts:
-            step = 0 if ck.name == "model" else int(ck.name[5:])
-            texts = run.sample(str(ck), recs, temperature=run.cfg.policy.eval_temperature,
-                               seed=run.cfg.seed + SEED_OFFSETS["eval"])
-            proxy = scorer.score(recs, texts)
-            rows.append({"method": "ppo", "x_name": "step", "x": step,
-                         "kl": kl_by_step.get(step, 0.0 if step == 0 else None),
-                         "proxy_reward": float(np.mean(proxy)), **gold_win(texts)})
+    curve = run.p("outputs", "ppo_checkpoints.jsonl")  # written by the ppo row (in its worker): see ppo_curve
+    for r in read_records(curve) if curve.exists() else []:
+        rows.append({"method": "ppo", "x_name": "step", "x": r["step"], "kl": r.get("kl"),
+                     "proxy_reward": r["proxy_reward"], **gold_win(r["outputs"])})
     write_records(run.p("overoptimisation.json"), rows)
     return {"points": len(rows)}
+
+
+def ppo_curve(run, rm: str) -> str:
+    """outputs/ppo_checkpoints.jsonl: PPO's eval outputs and mean proxy reward at the SFT start and at each saved
+    checkpoint (seed 0), for the over-optimisation curve; run right after PPO trains, in the same process."""
+    from farm.io import write_records
+    from farm.methods.scorers import RewardModelScorer
+    from farm.run_config import SEED_OFFSETS
+
+    ck_dir = run.p("models", "ppo", "checkpoints")
+    ckpts = sorted(ck_dir.glob("step_*"), key=lambda p: int(p.name[5:])) if ck_dir.exists() else []
+    recs = read_records(run.p("data", "eval.json"))
+    scorer = RewardModelScorer(rm, style=run.cfg.policy.style, device=run.cfg.policy.device)
+    kl_by_step = {}
+    if run.p("models", "ppo", "metrics.jsonl").exists():
+        kl_by_step = {int(r.get("step", -1)): r.get("kl") for r in read_records(run.p("models", "ppo", "metrics.jsonl"))}
+    rows = []
+    for ck in [run.p("models", "sft", "model")] + ckpts:
+        step = 0 if ck.name == "model" else int(ck.name[5:])
+        texts = run.sample(str(ck), recs, temperature=run.cfg.policy.eval_temperature,
+                           seed=run.cfg.seed + SEED_OFFSETS["eval"])
+        rows.append({"step": step, "kl": kl_by_step.get(step, 0.0 if step == 0 else None),
+                     "proxy_reward": float(np.mean(scorer.score(recs, texts))), "outputs": texts})
+    return str(write_records(run.p("outputs", "ppo_checkpoints.jsonl"), rows))
 
 
 # ----- report.md -----

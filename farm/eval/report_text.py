@@ -167,10 +167,16 @@ def _agreement(lb: pd.DataFrame, paired: pd.DataFrame | None, corr: pd.DataFrame
         out.append(f"| {pair} | {s['value']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}] | "
                    f"{k['value']:.2f} [{k['ci_low']:.2f}, {k['ci_high']:.2f}] |")
     if paired is not None and {"pool", "gold"} <= set(paired.judge):
-        sign = paired.pivot_table(index="model_a", columns="judge", values="difference")
-        fooled = [m for m in sign.index if sign.loc[m, "pool"] > 0 > sign.loc[m, "gold"]]
-        if fooled:
-            out += ["", "Above SFT under the pool but below it under gold: " + ", ".join(fooled) + "."]
+        def side(j: str, m: str) -> int:  # +1 / -1 when the interval excludes 0, else 0
+            r = paired[(paired.judge == j) & (paired.model_a == m)].iloc[0]
+            return 1 if r["ci_low"] > 0 else -1 if r["ci_high"] < 0 else 0
+
+        ms = list(dict.fromkeys(paired.model_a))
+        for j in [j for j in ("pool", "human") if j in set(paired.judge)]:
+            fooled = [m for m in ms if side(j, m) > 0 and side("gold", m) <= 0]
+            if fooled:
+                out += ["", f"Above SFT under the {dict(JUDGES)[j]} (beyond its interval) but not under gold: "
+                        + ", ".join(fooled) + "."]
     return out
 
 
