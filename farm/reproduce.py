@@ -329,6 +329,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--limit", type=int, default=200, help="study 'live': how many PandaLM pairs (0 = all 999)")
     p.add_argument("--run", default=None, help="studies 'world_noise' and 'pool_ablation': an existing `farm compare` "
                                                "run folder")
+    p.add_argument("--write-docs", action="store_true",
+                   help="study 'pool_ablation': save docs/results/pool_ablation.json and re-render its docs block")
     args = p.parse_args(argv)
     names = [n for n in STUDIES if n not in ("live", "pool_ablation")] if args.study == "all" else [args.study]
     for name in names:
@@ -339,6 +341,14 @@ def main(argv: list[str]) -> int:
             kwargs["run"] = args.run
         result = STUDIES[name](args.data, **kwargs)
         print(f"== {name} ==\n{format_summary(result['summary'])}\n")
+        if args.write_docs and name == "pool_ablation":
+            from farm import docblocks
+            from farm.reproduce_pool import docs_data
+
+            doc = docblocks.write_block(docblocks.ROOT / "docs" / "compare.md", "pool-ablation",
+                                        docs_data(result, args.run or "runs/quickstart"),
+                                        "docs/results/pool_ablation.json", "farm.reproduce_pool:markdown")
+            print(f"wrote {doc} block 'pool-ablation' and docs/results/pool_ablation.json")
         if args.details:
             with pd.option_context("display.width", 250, "display.max_columns", 30):
                 for key, frame in result.items():

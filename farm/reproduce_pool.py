@@ -89,3 +89,35 @@ def study_pool_ablation(data=None, *, run: str | Path | None = None, seed: int =
                              "note": f"{len(methods)} methods, {S} seed(s), {cfg.votes} vote(s)"}
                             for v, r in vs_h.iterrows()])
     return {"summary": summary, "ablation": table}
+
+
+def markdown(data: dict) -> str:
+    """The docs block of `farm reproduce pool_ablation --run RUN --write-docs` (docs/results/pool_ablation.json)."""
+    lines = [f"Run `{data['run']}`: {data['n_methods']} methods × {data['n_seeds']} seeds × {data['votes']} votes, "
+             f"{data['n_prompts']} eval prompts; Spearman of each variant's method ranking with the simulated "
+             "humans' (and with gold), 95% interval over seeds, then prompts.", "",
+             "| eval-pool variant | vs simulated human | vs gold |", "|---|---|---|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['variant']} | {r['human'][0]:.2f} [{r['human'][1]:.2f}, {r['human'][2]:.2f}] | "
+                     f"{r['gold'][0]:.2f} [{r['gold'][1]:.2f}, {r['gold'][2]:.2f}] |")
+    return "\n".join(lines)
+
+
+def docs_data(result: dict, run: str | Path) -> dict:
+    """The JSON behind `markdown`, from `study_pool_ablation`'s result."""
+    import json
+
+    from farm.config import load_config
+    from farm.run_config import CompareConfig
+
+    cfg = load_config(CompareConfig, Path(run) / "config.yaml")
+    stages = json.loads((Path(run) / "stages.json").read_text())
+    t = result["ablation"]
+    rows = []
+    for v in dict.fromkeys(t["variant"]):
+        cell = {a: [round(float(x), 3) for x in t[(t.variant == v) & (t.against == a)][["spearman", "ci_low",
+                                                                                          "ci_high"]].iloc[0]]
+                for a in ("human", "gold")}
+        rows.append({"variant": v, **cell})
+    return {"run": Path(run).name, "n_methods": len(cfg.methods), "n_seeds": cfg.method_seeds, "votes": cfg.votes,
+            "n_prompts": int(stages["leaderboard"]["n_prompts"]), "rows": rows}

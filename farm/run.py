@@ -143,7 +143,7 @@ class CompareRun:
         save_config(self.cfg, path)
         from farm.eval.report import environment
 
-        atomic_write_text(self.p("environment.json"), json.dumps(environment(self.cfg.threads, self.cfg.workers), indent=1) + "\n")
+        atomic_write_text(self.p("environment.json"), json.dumps(environment(self.cfg.threads, self.cfg.workers, self.cfg.votes), indent=1) + "\n")
 
     def p(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
@@ -377,6 +377,16 @@ class CompareRun:
 
         return write_report(self)
 
+    def _record_invocation(self, t0: float) -> None:
+        """timing.json: the wall time of every invocation that did work (a resumed run adds one)."""
+        path = self.p("timing.json")
+        runs = json.loads(path.read_text())["invocations"] if path.exists() else []
+        fresh = [n for n in self.stages.done if n not in self.stages.earlier]
+        if fresh:
+            runs.append({"started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t0)),
+                         "seconds": round(time.time() - t0, 1), "stages": len(fresh)})
+            atomic_write_text(path, json.dumps({"invocations": runs}, indent=1) + "\n")
+
     def row_stage(self, m: str, k: int, sft_model: str, rm: str) -> dict:
         if m == "sft":
             return {"outputs": self.eval_outputs_of("sft", sft_model, k)}
@@ -428,6 +438,7 @@ class CompareRun:
                                                              if k not in ("seconds", "cpu_seconds")}))
         s.run("overoptimisation", lambda: self.stage_overoptimisation(rm))
         s.run("report", self.stage_report)
+        self._record_invocation(t0)
         self.log(f"done in {time.time() - t0:.0f} s (stage times in {self.dir / 'stages.json'})")
         self.log(self.p("report.md").read_text().split("## Leaderboard", 1)[-1].split("## Files", 1)[0])
         return s.done

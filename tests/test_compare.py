@@ -53,6 +53,12 @@ def test_compare_writes_every_artefact(smoke_run):
     # method_seeds: 2 — a second model per method with its own training seed, its own outputs and its own rows
     assert (d / "models" / "dpo@s1" / "model").exists() and (d / "outputs" / "sft@s1.json").exists()
     assert "seed: 1000" in (d / "configs" / "dpo@s1.yaml").read_text()
+    # votes: 2 — each human/pool verdict is the mean of two independent simulated verdicts (gold is asked once)
+    human = [json.loads(line) for line in open(d / "annotations" / "human.jsonl")]
+    assert all(len(r["annotation_meta"]["votes"]) == 2 and r["p_output_2"] == pytest.approx(sum(r["annotation_meta"]["votes"]) / 2)
+               for r in human)
+    assert any(r["annotation_meta"]["votes"][0] != r["annotation_meta"]["votes"][1] for r in human)  # independent, not one verdict twice
+    assert all("votes" not in r.get("annotation_meta", {}) for r in map(json.loads, open(d / "annotations" / "gold.jsonl")))
     per_seed = pd.read_csv(d / "leaderboard_gold.csv", index_col=0)
     assert {"dpo", "dpo@s1", "sft", "sft@s1"} <= set(per_seed.index)
     # the method's win rate is the mean of its seeds' win rates (every seed answered every prompt)

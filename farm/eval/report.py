@@ -23,7 +23,7 @@ from farm.io import read_records
 JUDGE_LABELS = {"human": "simulated human", "pool": "eval pool", "gold": "gold"}
 
 
-def environment(threads: int, workers: int = 1) -> dict[str, Any]:
+def environment(threads: int, workers: int = 1, votes: int = 1) -> dict[str, Any]:
     """What the numbers were measured on (environment.json in the run folder)."""
     import os
 
@@ -32,7 +32,7 @@ def environment(threads: int, workers: int = 1) -> dict[str, Any]:
     import farm
 
     return {"farm": farm.__version__, "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "threads_setting": threads, "workers": workers,
+            "torch_threads": torch.get_num_threads(), "threads_setting": threads, "workers": workers, "votes": votes,
             "cpu_count": os.cpu_count(),
             "machine": platform.machine(), "processor": _cpu_name(), "platform": platform.platform(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
@@ -308,9 +308,11 @@ def readme_rows(run_dir: str | Path) -> dict[str, Any]:
                     p = p.iloc[0]
                     row[f"delta_{j}"] = [round(p["difference"], 1), round(p["ci_low"], 1), round(p["ci_high"], 1)]
         rows.append(row)
+    timing = json.loads((d / "timing.json").read_text())["invocations"] if (d / "timing.json").exists() else []
+    wall = sum(t["seconds"] for t in timing) if timing else sum(v.get("seconds", 0) for v in stages.values())
     out: dict[str, Any] = {"rows": rows, "n_prompts": int(stages["leaderboard"]["n_prompts"]),
-                           "n_seeds": int(stages["leaderboard"]["n_seeds"]),
-                           "wall_seconds": round(sum(v.get("seconds", 0) for v in stages.values()), 0),
+                           "n_seeds": int(stages["leaderboard"]["n_seeds"]), "votes": env.get("votes", 1),
+                           "wall_seconds": round(wall, 0), "invocations": len(timing),
                            "cpu_seconds": round(sum(v.get("cpu_seconds", 0) for v in stages.values()), 0),
                            "mde_80": stages["leaderboard"].get("mde_80"), "torch": env.get("torch"),
                            "threads": env.get("torch_threads"), "processor": env.get("processor"),

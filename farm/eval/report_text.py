@@ -41,8 +41,9 @@ def readme_table(data: dict[str, Any]) -> str:
         lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
     lines += ["", *reading(data)]
     lines += ["", f"Win rate (%) against the baseline on {data['n_prompts']} eval prompts, {data['n_seeds']} training "
-              f"seed(s) per method, [95% interval: seeds, then prompts resampled]; Δ = paired difference with SFT "
-              f"(bold: the interval excludes 0)."]
+              f"seed(s) per method, {data.get('votes', 1)} vote(s) per pair for the pool and the humans, [95% "
+              f"interval: seeds, then prompts resampled]; Δ = paired difference with SFT (bold: the interval "
+              f"excludes 0)."]
     corr = data.get("correlation") or {}
     if corr:
         lines.append("Rank correlation (Spearman) between the judges' method rankings: "
@@ -51,10 +52,12 @@ def readme_table(data: dict[str, Any]) -> str:
     if mde:
         lines.append("Smallest paired difference this run detects with 80% power (median over methods): "
                      + ", ".join(f"{dict(JUDGES).get(j, j)} {v:.1f}" for j, v in mde.items()) + " points.")
-    lines.append(f"Measured: {data['wall_seconds']:.0f} s wall, {data['cpu_seconds']:.0f} s of CPU summed over "
-                 f"stages, on {data.get('processor') or 'an unnamed CPU'} ({data.get('cpu_count')} cores), torch "
-                 f"{data.get('torch')}, {data.get('threads')} thread(s) per process, {data.get('workers', 1)} "
-                 f"worker process(es).")
+    w = data.get("workers", 1)
+    lines.append(f"Measured: {data['wall_seconds']:.0f} s wall for the whole run ({data['cpu_seconds']:.0f} s of "
+                 f"CPU summed over stages), on {data.get('processor') or 'an unnamed CPU'} ({data.get('cpu_count')} "
+                 f"cores), torch {data.get('torch')}, {data.get('threads')} thread(s) in the serial stages"
+                 + (f", {w} worker processes of {max(1, data.get('threads', 1) // w)} thread(s) for the method rows"
+                    if w > 1 else "") + ".")
     return "\n".join(lines)
 
 
@@ -72,7 +75,7 @@ def reading(data: dict[str, Any]) -> list[str]:
         return []
     return [f"Above SFT under gold (the truth), beyond the 95% interval: {names(lambda r: sep(r, 'gold', 1))}. "
             f"Below it: {names(lambda r: sep(r, 'gold', -1))}. "
-            f"The simulated humans prefer to SFT, while gold ranks below it: "
+            f"The simulated humans prefer it to SFT while gold puts it below: "
             f"{names(lambda r: sep(r, 'human', 1) and sep(r, 'gold', -1))}."]
 
 
