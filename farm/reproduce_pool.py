@@ -100,6 +100,18 @@ def markdown(data: dict) -> str:
     for r in data["rows"]:
         lines.append(f"| {r['variant']} | {r['human'][0]:.2f} [{r['human'][1]:.2f}, {r['human'][2]:.2f}] | "
                      f"{r['gold'][0]:.2f} [{r['gold'][1]:.2f}, {r['gold'][2]:.2f}] |")
+    shipped, *variants = data["rows"]
+    ceiling = variants[-1]
+    above = [r["variant"] for r in variants[:-1] if r["human"][1] > shipped["human"][0]]
+    lines += ["", f"The shipped pool against a second set of simulated people: {shipped['human'][0]:.2f} vs "
+              f"{ceiling['human'][0]:.2f}"
+              + (" (the ceiling's interval excludes the pool's estimate: the pool falls short of what noise allows)."
+                 if ceiling["human"][1] > shipped["human"][0] else
+                 " (the ceiling's interval includes the pool's estimate: at this run's power the pool cannot be told"
+                 " apart from other humans)."),
+              "Variants whose whole interval lies above the shipped pool's estimate (the property that, made "
+              "human, clearly improves agreement): " + (", ".join(above) if above else
+                                                          "none at this run's power") + "."]
     return "\n".join(lines)
 
 
