@@ -38,6 +38,7 @@ from farm.models.loading import load_causal_lm  # noqa: E402
 
 BETA = 0.1
 LR = 1e-3  # --lr
+SHARED = False  # --shared-prefix: farm runs each pair's prompt once for both responses (same loss to rounding)
 
 
 def make_pairs(n: int, kind: str = "tiny", tokenizer_dir: str = "") -> list[dict]:
@@ -52,7 +53,7 @@ def make_pairs(n: int, kind: str = "tiny", tokenizer_dir: str = "") -> list[dict
 
 def run_ours(model_dir: str, pairs: list[dict], steps: int) -> dict:
     model, tok = load_causal_lm(model_dir, device="cpu")
-    cfg = dpo.Config(beta=BETA, max_prompt_tokens=512, max_response_tokens=512,
+    cfg = dpo.Config(beta=BETA, max_prompt_tokens=512, max_response_tokens=512, shared_prefix=SHARED,
                      train=TrainConfig(lr=LR, schedule="constant", warmup_ratio=0.0, per_device_batch_size=len(pairs),
                                        max_steps=steps, max_grad_norm=1.0, progress=False, device="cpu"))
     t0 = time.perf_counter()
@@ -94,8 +95,8 @@ def run_trl(model_dir: str, pairs: list[dict], steps: int, out: str) -> dict:
 
 
 def worker(args) -> None:
-    global LR
-    LR = args.lr
+    global LR, SHARED
+    LR, SHARED = args.lr, args.shared_prefix
     torch.set_num_threads(args.threads)
     pairs = make_pairs(args.pairs, args.model, args.model_dir)
     run = run_ours if args.worker == "farm" else run_trl
@@ -115,6 +116,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--shared-prefix", action="store_true",
+                    help="farm runs each pair's prompt once for both answers (dpo.Config.shared_prefix)")
     ap.add_argument("--worker", choices=("farm", "trl"), help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -128,7 +131,8 @@ def main() -> None:
         path = model_dir(args.model, texts, Path(d), n_layers=args.layers, hidden=args.hidden,
                          intermediate=args.hidden * 8 // 3)
         common = ["--model", args.model, "--model-dir", path, "--steps", str(args.steps), "--pairs", str(args.pairs),
-                  "--threads", str(args.threads), "--lr", str(args.lr)]
+                  "--threads", str(args.threads), "--lr", str(args.lr)] + (["--shared-prefix"] if args.shared_prefix
+                                                                             else [])
         runs: dict[str, list[dict]] = {"farm": [], "trl": []}
         for r in range(args.repeats):  # interleaved, so a noisy neighbour hurts both alike
             for k in runs:
@@ -155,6 +159,7 @@ def main() -> None:
           f"train() set-up: {trl_own / med['farm']['train_s']:.2f}x); peak RSS farm / trl = "
           f"{med['farm']['peak_rss_mb'] / med['trl']['peak_rss_mb']:.2f}; load average {min(loads)}–{max(loads)}")
     result = {"trl": trl.__version__, "torch": torch.__version__, "model": args.model, "threads": args.threads, "lr": args.lr,
+              "shared_prefix": args.shared_prefix,
               "pairs": args.pairs, "steps": args.steps, "repeats": args.repeats, "median": med, "speedup": ratio,
               "speedup_vs_trl_train_runtime": trl_own / med["farm"]["train_s"], "max_loss_diff": max_diff,
               "losses": {"farm": a, "trl": b}, "load_avg": [min(loads), max(loads)], "runs": runs}
@@ -172,7 +177,8 @@ def markdown(d: dict) -> str:
     """The block in bench/RESULTS.md."""
     m = d["median"]
     rows = [f"`python bench/bench_dpo_trl.py --model {d['model']} --steps {d['steps']} --pairs {d['pairs']} "
-            f"--lr {d.get('lr', 1e-3):g} --repeats {d['repeats']} --threads {d['threads']}` (TRL {d['trl']}, torch {d['torch']}, fp32 CPU, "
+            f"--lr {d.get('lr', 1e-3):g} --repeats {d['repeats']} --threads {d['threads']}"
+            f"{' --shared-prefix' if d.get('shared_prefix') else ''}` (TRL {d['trl']}, torch {d['torch']}, fp32 CPU, "
             f"{d['pairs']} pairs = the whole data set every step; load average {d['load_avg'][0]}–"
             f"{d['load_avg'][1]} during the runs)", "",
             "| | steps/s (median) | train loop (s) | reference pass / set-up (s) | peak RSS (MB) |",

@@ -38,38 +38,8 @@ from farm.run_config import (  # noqa: F401  (CompareConfig and the specs are pa
     seeded,
     validate,
 )
+from farm.run_jobs import Stages, log_to, record_invocation, row_jobs, run_parallel, tee
 from farm.types import Pair
-
-
-class Stages:
-    """`stages.json`: name → result dict of each finished stage (written atomically after its files)."""
-
-    def __init__(self, run_dir: Path, log: Callable[[str], None]):
-        self.path = run_dir / "stages.json"
-        self.done: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
-        self.earlier = set(self.done)  # finished by an earlier invocation (a resume)
-        self.log = log
-
-    def record(self, name: str, result: dict) -> None:
-        """A stage finished elsewhere (a worker process), with its own `seconds` and `cpu_seconds`."""
-        self.done[name] = result
-        atomic_write_text(self.path, json.dumps(self.done, indent=1, default=str) + "\n")
-        self.log(f"  {name:<28} done in {result.get('seconds', 0):.1f} s (worker)")
-
-    def run(self, name: str, fn: Callable[[], dict]) -> dict:
-        if name in self.done:
-            if name in self.earlier:
-                self.log(f"  {name:<28} done earlier (resumed)")
-            return self.done[name]
-        t0, c0 = time.time(), time.process_time()
-        self.log(f"  {name:<28} ...")
-        result = fn() or {}
-        result["seconds"] = round(time.time() - t0, 2)
-        result["cpu_seconds"] = round(time.process_time() - c0, 2)  # this process's CPU: steadier under load
-        self.done[name] = result
-        atomic_write_text(self.path, json.dumps(self.done, indent=1, default=str) + "\n")
-        self.log(f"  {name:<28} done in {result['seconds']:.1f} s")
-        return result
 
 
 def build_world(plan: Plan):
@@ -124,8 +94,8 @@ class CompareRun:
             return
         validate(self.plan, self.world)  # every section, judge and path, before anything is written
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.log = _tee(log, self.dir / "run.log")
-        _log_to(self.dir / "run.log")
+        self.log = tee(log, self.dir / "run.log")
+        log_to(self.dir / "run.log")
         self._check_config()
         self.stages = Stages(self.dir, self.log)
 
@@ -377,16 +347,6 @@ class CompareRun:
 
         return write_report(self)
 
-    def _record_invocation(self, t0: float) -> None:
-        """timing.json: the wall time of every invocation that did work (a resumed run adds one)."""
-        path = self.p("timing.json")
-        runs = json.loads(path.read_text())["invocations"] if path.exists() else []
-        fresh = [n for n in self.stages.done if n not in self.stages.earlier]
-        if fresh:
-            runs.append({"started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t0)),
-                         "seconds": round(time.time() - t0, 1), "stages": len(fresh)})
-            atomic_write_text(path, json.dumps({"invocations": runs}, indent=1) + "\n")
-
     def row_stage(self, m: str, k: int, sft_model: str, rm: str) -> dict:
         if m == "sft":
             return {"outputs": self.eval_outputs_of("sft", sft_model, k)}
@@ -395,25 +355,6 @@ class CompareRun:
         if m == "best_of_n_judge":
             return self.stage_best_of_n_judge(sft_model, rm, k)
         return self.stage_method(m, k)
-
-    def _run_parallel(self, jobs: list, sft_model: str, rm: str) -> None:
-        """Unfinished jobs in `workers` processes; each finished stage is recorded (and logged) as it lands, so an
-        interrupt keeps every finished row."""
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        todo = [[st for st in job if st[0] not in self.stages.done] for job in jobs]
-        todo = [job for job in todo if job]
-        if not todo:
-            return
-        self.log(f"  {len(todo)} jobs in {self.cfg.workers} worker processes ...")
-        todo.sort(key=lambda job: -sum(JOB_COST.get(self.plan.method_of(m)[0], 2) for _, _, m, _ in job))
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=self.cfg.workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_job, str(self.dir), job, sft_model, rm) for job in todo]
-            for f in as_completed(futures):
-                for stage, result in f.result():
-                    self.stages.record(stage, result)
 
     # -- the whole protocol --
     def run(self) -> dict:
@@ -429,7 +370,7 @@ class CompareRun:
         jobs = row_jobs(cfg.methods, self.plan.seeds)
         rows = [row for job in jobs for _, row, _, _ in job]
         if cfg.workers > 1:
-            self._run_parallel(jobs, sft_model, rm)
+            run_parallel(self, jobs, sft_model, rm, worker_job)
         for job in jobs:  # in order; rows a worker finished are done already
             for stage, _, m, k in job:
                 s.run(stage, lambda m=m, k=k: self.row_stage(m, k, sft_model, rm))
@@ -438,39 +379,20 @@ class CompareRun:
                                                              if k not in ("seconds", "cpu_seconds")}))
         s.run("overoptimisation", lambda: self.stage_overoptimisation(rm))
         s.run("report", self.stage_report)
-        self._record_invocation(t0)
+        record_invocation(self, t0)
         self.log(f"done in {time.time() - t0:.0f} s (stage times in {self.dir / 'stages.json'})")
         self.log(self.p("report.md").read_text().split("## Leaderboard", 1)[-1].split("## Files", 1)[0])
         return s.done
 
 
-# rough relative cost of a row, to start the longest jobs first (the workers then finish together); any order gives
-# the same results
-JOB_COST = {"online_dpo": 10, "ppo": 5, "safe_ppo": 6, "best_of_n": 4, "expert_iteration": 4, "grpo": 3, "dpo": 3,
-            "kto": 3, "rloo": 2, "best_of_n_judge": 1, "sft": 1}
-
-
-def row_jobs(methods: list[str], seeds: Callable[[str], list[int]]) -> list[list[tuple[str, str, str, int]]]:
-    """The method rows as independent jobs of (stage name, row, method, seed index) steps. A seed's best_of_n and
-    best_of_n_judge share one job: they pick among the same sampled candidates."""
-    jobs: dict[tuple, list] = {}
-    for m in methods:
-        for k in seeds(m):
-            row = seeded(m, k)
-            stage = f"outputs:{row}" if m == "sft" else f"method:{row}"
-            key = ("best_of_n", k) if m in ("best_of_n", "best_of_n_judge") else (m, k)
-            jobs.setdefault(key, []).append((stage, row, m, k))
-    return list(jobs.values())
-
-
-def _job(run_dir: str, steps: list[tuple[str, str, str, int]], sft_model: str, rm: str) -> list[tuple[str, dict]]:
+def worker_job(run_dir: str, steps: list[tuple[str, str, str, int]], sft_model: str, rm: str) -> list[tuple[str, dict]]:
     """A worker process: one job's stages of the run in `run_dir` (its config.yaml), timed like `Stages.run`."""
     from farm.cli import _quiet_libraries
     from farm.config import load_config
 
     _quiet_libraries()  # a spawned process starts without the `farm` command's settings
     run = CompareRun(load_config(CompareConfig, Path(run_dir) / "config.yaml"), log=lambda line: None, worker=True)
-    _log_to(Path(run_dir) / "run.log")  # its training status lines too
+    log_to(Path(run_dir) / "run.log")  # its training status lines too
     out = []
     for stage, _, m, k in steps:
         t0, c0 = time.time(), time.process_time()
@@ -483,31 +405,6 @@ def _job(run_dir: str, steps: list[tuple[str, str, str, int]], sft_model: str, r
 
 def _scalars(res: dict | None) -> dict:
     return {k: v for k, v in (res or {}).items() if isinstance(v, (int, float, str, bool)) and k != "model"}
-
-
-def _log_to(path: Path) -> None:
-    """The `farm` logger (training status lines) also goes to the run's run.log."""
-    import logging
-
-    logger = logging.getLogger("farm")
-    logger.setLevel(logging.INFO)
-    for h in list(logger.handlers):
-        if getattr(h, "farm_run_log", False):
-            logger.removeHandler(h)
-            h.close()
-    h = logging.FileHandler(path, encoding="utf-8")
-    h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    h.farm_run_log = True
-    logger.addHandler(h)
-
-
-def _tee(log: Callable[[str], None], path: Path) -> Callable[[str], None]:
-    """`log` and an append to the run's `run.log` (with the time), for runs nobody watches."""
-    def out(line: str) -> None:
-        log(line)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(time.strftime("%H:%M:%S ") + line + "\n")
-    return out
 
 
 def dry_run(cfg: CompareConfig, source: str | Path | None = None, log: Callable[[str], None] = print,

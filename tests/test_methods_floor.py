@@ -123,3 +123,27 @@ def test_a_reward_function_by_name_and_a_bad_name_is_refused(tmp_path):
     for bad in ("farm.worlds.tasks:no_such", "farm.no_module:f", "farm.worlds.tasks"):
         with pytest.raises(FarmError, match="reward.function|module:function"):
             reward_scorer(grpo.Config(reward=RewardSpec(function=bad)), "grpo", None, None)
+
+
+def test_dpo_with_the_prompt_run_once_gives_the_same_loss_and_gradient(tmp_path):
+    # shared_prefix: the prompt runs once for both responses; the same loss and gradient as the two whole rows
+    from farm.methods import dpo
+    from farm.methods.data import collate_pairs, tokenize_pairs
+    from farm.methods.pairs import pair_loss_sum
+    from farm.models.loading import load_causal_lm
+
+    ex = [{"prompt": f"Q: repeat {w} please\nA:", "chosen": f" {w}", "rejected": f" {w} {w} no"} for w in "abcd"]
+    path = build_tiny([e["prompt"] + e["chosen"] + e["rejected"] for e in ex] * 5, tmp_path / "m",
+                      TinySpec(n_layers=2, hidden=32, heads=2, intermediate=64, vocab_size=300), seed=0)
+    model, tok = load_causal_lm(str(path), device="cpu")
+    ex = [{**e, "ref": [-3.0, -4.0]} for e in tokenize_pairs(tok, ex, 64, 16)]
+    b = collate_pairs(tok, ex)
+    grads = []
+    for shared in (False, True):
+        model.zero_grad()
+        loss, _ = pair_loss_sum(model, b, dpo.LOSSES["sigmoid"], beta=0.1, nll_weight=0.5, shared_prefix=shared)
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    for a, c in zip(grads[0][1], grads[1][1]):
+        assert torch.allclose(a, c, atol=1e-5)

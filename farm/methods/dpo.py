@@ -125,6 +125,9 @@ class Config:
     """prompts are cut from the left to this many tokens"""
     max_response_tokens: int = 64
     """responses are cut from the right to this many tokens (EOS is then missing: a truncated answer)"""
+    shared_prefix: bool = False
+    """run each pair's prompt once for both responses (`rollout.sequence_logprobs`): the same loss to float
+    rounding, about half the compute on a real model with long prompts (bench/RESULTS.md, #20); one process"""
     prompt_style: str = "alpaca"
     """alpaca or chat (the tokenizer's chat template)"""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, schedule="constant", warmup_ratio=0.0,
@@ -151,7 +154,7 @@ def train(model, tokenizer, examples: Sequence[dict], cfg: Config, ref_model=Non
     return train_pairs(model, tokenizer, examples, LOSSES[cfg.loss], cfg.train, beta=cfg.beta, margin=cfg.margin,
                        label_smoothing=cfg.label_smoothing, nll_weight=cfg.nll_weight, max_prompt_tokens=cfg.max_prompt_tokens,
                        max_response_tokens=cfg.max_response_tokens, ref_model=ref_model, out_dir=out_dir,
-                       desc=f"dpo[{cfg.loss}]")
+                       desc=f"dpo[{cfg.loss}]", shared_prefix=cfg.shared_prefix)
 
 
 # ----- file-level entry point -----

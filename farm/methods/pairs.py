@@ -59,16 +59,16 @@ def precompute_reference(ref_model, tokenizer, examples: Sequence[dict], loss: P
 
 
 def pair_loss_sum(model, batch: dict, loss: PairLoss, beta: float, margin: float = 0.0, nll_weight: float = 0.0,
-                  label_smoothing: float = 0.0) -> tuple[torch.Tensor, dict]:
+                  label_smoothing: float = 0.0, shared_prefix: bool = False) -> tuple[torch.Tensor, dict]:
     """Σ per-pair loss over the micro-batch (the loop divides by the pairs in the whole step) and mean stats;
     `nll_weight` α adds α · (−log π(chosen) / |chosen|) per pair (RPO)."""
-    lp = sequence_logprobs(model, batch, loss.length_normalised)
+    lp = sequence_logprobs(model, batch, loss.length_normalised, shared_prefix)
     B = lp.shape[0] // 2
     chosen, rejected, ref = lp[:B], lp[B:], batch["ref"]  # (B,), (B,), (B, 2)
     losses = loss.fn(chosen, rejected, ref[:, 0], ref[:, 1], beta=beta, margin=margin,
                      label_smoothing=label_smoothing)  # (B,)
     if nll_weight:
-        lp_sum = lp if not loss.length_normalised else sequence_logprobs(model, batch, False)
+        lp_sum = lp if not loss.length_normalised else sequence_logprobs(model, batch, False, shared_prefix)
         n_tok = batch["response_mask"][:B].sum(-1).clamp(min=1)  # (B,) tokens of each chosen response
         losses = losses + nll_weight * (-lp_sum[:B] / n_tok)  # per-token NLL of chosen (B,)
     with torch.no_grad():
@@ -82,7 +82,7 @@ def pair_loss_sum(model, batch: dict, loss: PairLoss, beta: float, margin: float
 def train_pairs(model, tokenizer, examples: Sequence[dict], loss: PairLoss, tc: TrainConfig, *, beta: float,
                 margin: float = 0.0, nll_weight: float = 0.0, label_smoothing: float = 0.0, max_prompt_tokens: int = 192,
                 max_response_tokens: int = 64, ref_model=None, out_dir: str | Path | None = None,
-                desc: str = "pairs") -> dict[str, Any]:
+                desc: str = "pairs", shared_prefix: bool = False) -> dict[str, Any]:
     """Train `model` in place on examples {prompt, chosen, rejected} (strings; `ref` optional: precomputed
     reference log-probs [chosen, rejected]). Without `ref`, they are computed first from `ref_model`, or from
     `model` itself before any update. Returns `loop.fit`'s result (steps, loss, history, model)."""
@@ -96,5 +96,5 @@ def train_pairs(model, tokenizer, examples: Sequence[dict], loss: PairLoss, tc: 
         return collate_pairs(tokenizer, chunk), float(len(chunk))
 
     return fit(model, tokenizer, examples, make_batch,
-               lambda m, b: pair_loss_sum(m, b, loss, beta, margin, nll_weight, label_smoothing), tc, out_dir=out_dir,
-               desc=desc)
+               lambda m, b: pair_loss_sum(m, b, loss, beta, margin, nll_weight, label_smoothing, shared_prefix), tc,
+               out_dir=out_dir, desc=desc)

@@ -109,10 +109,23 @@ def response_values(value_model, ro: Rollout, idx=slice(None)) -> torch.Tensor:
     return scalar_values(value_model, ids, mask)[:, P - 1:-1]
 
 
-def sequence_logprobs(model, batch: dict, length_normalised: bool = False) -> torch.Tensor:
-    """Summed (or averaged per token) log-prob of each response of a `data.collate_pairs` batch. → (2B,) fp32."""
-    lp = response_logprobs_tail(model, batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"],
-                                batch["response_mask"])
+def sequence_logprobs(model, batch: dict, length_normalised: bool = False, shared_prefix: bool = False) -> torch.Tensor:
+    """Summed (or averaged per token) log-prob of each response of a `data.collate_pairs` batch. → (2B,) fp32.
+
+    `shared_prefix`: the prompt (the same for a pair's two responses) runs through the model once and its keys and
+    values serve both responses (`farm.models.shared_prefix`): the same numbers to float rounding, about half the
+    compute when prompts are longer than answers. One process only (a DDP wrapper needs its single forward)."""
+    if shared_prefix and not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        from farm.models.shared_prefix import continuation_logprobs
+
+        B = batch["prompt_ids"].shape[0] // 2
+        r, rm = batch["response_ids"], batch["response_mask"]
+        lc, lr = continuation_logprobs(model, batch["prompt_ids"][:B], batch["prompt_mask"][:B],
+                                       [(r[:B], rm[:B]), (r[B:], rm[B:])])
+        lp = torch.cat([lc, lr])  # (2B, R)
+    else:
+        lp = response_logprobs_tail(model, batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"],
+                                    batch["response_mask"])
     m = batch["response_mask"].float()
     total = (lp * m).sum(-1)  # (2B,)
     return total / m.sum(-1).clamp(min=1) if length_normalised else total
