@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "leaderboard": ("farm.eval.cli_leaderboard", "leaderboard (win rate, SE, intervals, LC) from annotation files"),
     "agreement": ("farm.eval.cli_agreement", "judge meta-evaluation against human labels"),
     "compare": ("farm.run", "the main job: train methods on simulated preferences and rank them"),
-    "report": ("farm.eval.report_text", "re-draw a compare run's report, or print/write its README table"),
+    "report": ("farm.report_cli", "re-draw a compare run's report, or print/write its README table"),
     "power": ("farm.eval.cli_power", "how many prompts x seeds detect a difference, from a pilot compare run"),
     "world": ("farm.worlds.cli", "generate the offline world, its eval set, and calibrate its judges"),
     "reproduce": ("farm.reproduce", "reproduce published simulated-vs-human agreement studies"),
