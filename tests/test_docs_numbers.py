@@ -32,7 +32,7 @@ FIGURE = re.compile(r"""
 NEUTRAL = re.compile(r"""
       \b(?:torch|transformers|TRL|trl|accelerate|alpaca-eval|alpaca_eval|vLLM|vllm|openai|peft|Python)
         \s?(?:≥\s?)?\d+(?:\.\d+)+                # a package version
-    | (?<![\d.])95\s?%\s(?:percentile\s|BCa\s|bootstrap\s)?(?:interval|CI|confidence)   # a confidence level
+    | (?<![\d.])95\s?%\s(?:(?:percentile|BCa|bootstrap)\s)*(?:interval|CI|confidence)   # a confidence level
     | (?<![\d.])80\s?%\spower                   # the power level of a minimum detectable effect
 """, re.X)
 
