@@ -4,6 +4,7 @@
     farm reproduce alpaca_eval_arena    # AlpacaEval (raw and length-controlled) vs Chatbot Arena Elo
     farm reproduce alpacafarm_table2    # AlpacaFarm Table 2: simulated vs human win rates of 12 methods
     farm reproduce all --data /path/to/shared/data
+    farm reproduce all --write-docs     # also save docs/results/reproduction.json and re-render its docs blocks
 
 Each study returns a dict of DataFrames; its `summary` frame puts our number beside the published one
 (`published` is NaN where the source publishes none). The notebooks in notebooks/reproduce_*.ipynb call the
@@ -318,6 +319,10 @@ def format_summary(summary: pd.DataFrame) -> str:
 
 
 def main(argv: list[str]) -> int:
+    import time
+
+    from farm import reproduce_docs
+
     p = argparse.ArgumentParser(prog="farm reproduce", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study", choices=[*STUDIES, "all"])
@@ -330,17 +335,25 @@ def main(argv: list[str]) -> int:
     p.add_argument("--run", default=None, help="studies 'world_noise' and 'pool_ablation': an existing `farm compare` "
                                                "run folder")
     p.add_argument("--write-docs", action="store_true",
-                   help="study 'pool_ablation': save docs/results/pool_ablation.json and re-render its docs block")
+                   help="save the figures (docs/results/reproduction.json; pool_ablation: docs/results/"
+                        "pool_ablation.json) and re-render the docs blocks made from them")
     args = p.parse_args(argv)
-    names = [n for n in STUDIES if n not in ("live", "pool_ablation")] if args.study == "all" else [args.study]
+    # all = the studies on the real data (1–3); world_noise and pool_ablation train or need a compare run
+    names = ["pandalm", "alpaca_eval_arena", "alpacafarm_table2"] if args.study == "all" else [args.study]
     for name in names:
         kwargs = {"seed": args.seed} | ({"n_boot": args.n_boot} if args.n_boot is not None else {})
         if name == "live":
             kwargs |= {"annotator": args.annotator, "limit": args.limit}
         if name in ("world_noise", "pool_ablation") and args.run:
             kwargs["run"] = args.run
+        t0 = time.time()
         result = STUDIES[name](args.data, **kwargs)
         print(f"== {name} ==\n{format_summary(result['summary'])}\n")
+        if args.write_docs and name in reproduce_docs.STUDY_LABELS:
+            extra = {"annotator": args.annotator, "limit": args.limit} if name == "live" else {}
+            for line in reproduce_docs.write(name, result, seed=args.seed, n_boot=args.n_boot,
+                                             seconds=time.time() - t0, **extra):
+                print(f"wrote {reproduce_docs.SOURCE} and {line}")
         if args.write_docs and name == "pool_ablation":
             from farm import docblocks
             from farm.reproduce_pool import docs_data

@@ -2,7 +2,7 @@
 
     farm world generate OUT [--seed 0] [--sft N] [--preference N] [--unlabeled N] [--eval N] [--families a,b]
     farm world eval-set [--out eval_sets/tasks_eval.json] [--check]
-    farm world calibrate [--pairs 4000] [--refit] [--plot calibration.png] [--csv calibration.csv]
+    farm world calibrate [--pairs 4000] [--refit] [--plot calibration.png] [--csv calibration.csv] [--write-docs]
     farm world show [--n 3]
 """
 
@@ -110,7 +110,24 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(f"table written to {args.csv}")
     if args.plot:
         print(f"plot written to {calibration.plot_table(table, args.plot)}")
+    if args.write_docs:
+        _write_docs(table, args, time.time() - t0)
     return 0 if ok else 1
+
+
+def _write_docs(table, args: argparse.Namespace, seconds: float) -> None:
+    """docs/results/world_calibration.json and the two docs/world.md blocks rendered from it."""
+    from farm import docblocks
+    from farm.worlds import calibration, calibration_doc
+
+    source = (f"`../shared/data/{calibration.LEADERBOARD}`" if calibration.targets_path(args.shared)
+              else "the figures copied in `farm/annotators/synthetic.py` TARGETS")
+    data = calibration_doc.docs_data(table, pairs=args.pairs, seed=args.seed, source=source, seconds=seconds,
+                                     world=calibration_doc.world_figures(args.seed))
+    doc, src = docblocks.ROOT / "docs" / "world.md", "docs/results/world_calibration.json"
+    docblocks.write_block(doc, "world-calibration", data, src, "farm.worlds.calibration_doc:markdown")
+    docblocks.write_block(doc, "world-demonstrations", data, src, "farm.worlds.calibration_doc:world_markdown")
+    print(f"wrote {src} and the blocks 'world-calibration', 'world-demonstrations' of {doc}")
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -147,6 +164,8 @@ def main(argv: list[str]) -> int:
     c.add_argument("--plot", default=None, help="save a PNG bar plot here")
     c.add_argument("--csv", default=None, help="save the table as CSV here")
     c.add_argument("--shared", default=None, help="the shared data folder (default ../shared/data)")
+    c.add_argument("--write-docs", action="store_true",
+                   help="save docs/results/world_calibration.json and re-render docs/world.md's blocks from it")
     s = sub.add_parser("show", help="print a few demonstrations per family with their gold quality")
     s.add_argument("--n", type=int, default=2)
     s.add_argument("--seed", type=int, default=0)
