@@ -235,6 +235,23 @@ def test_readme_table_is_the_runs_leaderboard(smoke_run):
     assert "48 eval prompts, 2 training seed(s)" in text and "torch 2." in text
 
 
+def test_farm_report_cli_prints_the_table_and_redraws_the_report(smoke_run, capsys):
+    from farm.cli import main
+    from farm.eval.report import readme_rows
+    from farm.eval.report_text import readme_table
+
+    assert main(["report", str(smoke_run.dir), "--markdown"]) == 0
+    assert capsys.readouterr().out.strip() == readme_table(readme_rows(smoke_run.dir)).strip()
+    report = smoke_run.dir / "report.md"
+    before = report.read_text()
+    report.unlink()
+    assert main(["report", str(smoke_run.dir)]) == 0
+    after = [line for line in report.read_text().splitlines() if not line.startswith("| report |")]
+    assert after == before.splitlines()  # re-drawn from the run's files alone (plus the report stage's own time)
+    with pytest.raises(FarmError, match="not a finished farm compare run"):
+        main(["report", str(smoke_run.dir / "figures")])
+
+
 def test_two_worker_processes_give_the_same_leaderboard_as_one(tmp_path):
     args = ["progress=false", "methods=[sft,dpo,rloo]", "n_boot=50"]
     one = compare(REPO / "configs" / "smoke.yaml", args + [f"run_dir={tmp_path / 'one'}"], log=lambda s: None)
