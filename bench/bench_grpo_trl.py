@@ -104,7 +104,10 @@ def markdown(data: dict) -> str:
         "| | steps/s (median) | reward, mean of first 5 → last 5 steps (run 1) |", "|---|---|---|",
         f"| farm `grpo.train` | {med['farm']:.2f} | {ends(r['farm'])} |",
         f"| TRL `GRPOTrainer` | {med['trl']:.2f} | {ends(r['trl'])} |", "",
-        f"Speed-up **{data['speedup']:.2f}×** (farm / TRL, median steps per second)."])
+        f"Speed-up **{data['speedup']:.2f}×** (farm / TRL, median steps per second)"
+        + (f"; median of the {len(data['paired_ratios'])} back-to-back pairs' ratios {data['paired_speedup']:.2f}× "
+           f"(range {min(data['paired_ratios']):.2f}–{max(data['paired_ratios']):.2f})." if "paired_ratios" in data
+           else ".")])
 
 
 def main() -> None:
@@ -131,7 +134,8 @@ def main() -> None:
     split = {k: statistics.median(x["split"][k] for x in runs["farm"]) for k in runs["farm"][0]["split"]}
     data = {"trl": trl.__version__, "torch": torch.__version__, "threads": args.threads, "steps": args.steps,
             "repeats": args.repeats, "load_average": load, "median_steps_per_s": med, "speedup": med["farm"] / med["trl"],
-            "farm_split_s": split, "steps_per_s": {k: [x["steps_per_s"] for x in v] for k, v in runs.items()},
+            "paired_ratios": (pr := [f["steps_per_s"] / t["steps_per_s"] for f, t in zip(runs["farm"], runs["trl"])]),
+            "paired_speedup": statistics.median(pr), "farm_split_s": split, "steps_per_s": {k: [x["steps_per_s"] for x in v] for k, v in runs.items()},
             "rewards": {k: v[0]["rewards"] for k, v in runs.items()}}
     docblocks.write_block(docblocks.ROOT / "bench" / "RESULTS.md", "grpo_trl", data, "bench/results/grpo_trl.json",
                           "bench.bench_grpo_trl:markdown")

@@ -143,12 +143,16 @@ def main() -> None:
     split = {k: statistics.median(x["split"][k] for x in runs["farm"]) for k in runs["farm"][0]["split"]}
     print("farm time split (s, median run): " + ", ".join(f"{k[5:]} {v:.2f}" for k, v in split.items()))
     ratio = med["farm"] / med["trl"]
+    pr = [f["steps_per_s"] / t["steps_per_s"] for f, t in zip(runs["farm"], runs["trl"])]
+    print(f"paired (back-to-back) ratios: {', '.join(f'{x:.2f}' for x in pr)}; median {statistics.median(pr):.2f}x")
     print(f"speed-up farm / trl = {ratio:.2f}x; peak RSS farm / trl = {rss['farm'] / rss['trl']:.2f}; "
           f"load average {min(loads)}–{max(loads)}")
     result = {"trl": trl.__version__, "torch": torch.__version__, "model": args.model, "threads": args.threads,
               "steps": args.steps, "repeats": args.repeats, "prompts": args.prompts, "k": K,
               "new_tokens": args.new_tokens, "lr": args.lr, "median_steps_per_s": med, "peak_rss_mb": rss,
-              "speedup": ratio, "farm_split_s": split, "rewards": {k: v[0]["rewards"] for k, v in runs.items()},
+              "speedup": ratio, "farm_split_s": split,
+              "paired_ratios": (pr := [f["steps_per_s"] / t["steps_per_s"] for f, t in zip(runs["farm"], runs["trl"])]),
+              "paired_speedup": statistics.median(pr), "rewards": {k: v[0]["rewards"] for k, v in runs.items()},
               "load_avg": [min(loads), max(loads)], "runs": runs}
     name = "rloo_trl" if args.model == "tiny" else f"rloo_trl_{args.model}"
     write_block(Path(__file__).parent / "RESULTS.md", name, result, f"bench/results/{name}.json",
@@ -168,7 +172,9 @@ def markdown(d: dict) -> str:
         n = max(1, min(5, len(r) // 2))
         rows.append(f"| {label} | {med[k]:.3f} | {rss[k]:.0f} | {sum(r[:n]) / n:.3f} → {sum(r[-n:]) / n:.3f} |")
     total = sum(split.values())
-    rows += ["", f"Speed-up farm / TRL **{d['speedup']:.2f}×**; peak RSS farm / TRL {rss['farm'] / rss['trl']:.2f}. "
+    paired = (f" (median of the {len(d['paired_ratios'])} back-to-back pairs' ratios {d['paired_speedup']:.2f}×, range "
+              f"{min(d['paired_ratios']):.2f}–{max(d['paired_ratios']):.2f})" if "paired_ratios" in d else "")
+    rows += ["", f"Speed-up farm / TRL **{d['speedup']:.2f}×**{paired}; peak RSS farm / TRL {rss['farm'] / rss['trl']:.2f}. "
                  f"farm's time (median run, {d['steps']} steps): " + ", ".join(
                      f"{k[5:]} {v:.2f} s ({100 * v / total:.0f} %)" for k, v in split.items()) + "."]
     return "\n".join(rows)
