@@ -2,9 +2,10 @@
 method trained through the shared loop (`common.fit`): SFT, the reward model and DPO (issues #12, #20). One
 launch runs all three methods, so the two subprocess startups (which dominate) are paid once.
 
-PPO and RLOO are NOT data-parallel yet: their loops (farm/methods/ppo.py, rloo.py) do not shard rollouts across
-processes, so under `accelerate launch` every process repeats the whole run. The test below that says so is an
-xfail(strict) placeholder until they are."""
+RLOO and GRPO are data-parallel through farm/methods/shard.py (tests/test_methods_rl_dist.py). PPO is NOT yet:
+its loop (farm/methods/ppo.py; also safe PPO) does not shard rollouts across processes, so under `accelerate launch`
+every process repeats the whole run (only the main one writes). The test below that says so is an xfail(strict)
+placeholder until it is."""
 
 from __future__ import annotations
 
@@ -97,12 +98,12 @@ def test_two_cpu_processes_give_the_same_update_as_one(tmp_path):
             torch.testing.assert_close(a[k], b[k], atol=tol, rtol=0, msg=lambda m, k=k, t=method: f"{t} {k}: {m}")
 
 
-@pytest.mark.xfail(strict=True, reason="ppo.train / rloo.train do not shard rollouts across processes yet "
+@pytest.mark.xfail(strict=True, reason="ppo.train does not shard rollouts across processes yet "
                                        "(see the module docstring and the #20 report)")
-def test_ppo_and_rloo_shard_their_rollouts_across_processes():
+def test_ppo_shards_its_rollouts_across_processes():
     import inspect
 
-    from farm.methods import ppo, rloo
+    from farm.methods import ppo
 
-    for m in (ppo, rloo):  # a data-parallel loop takes (or makes) an Accelerator, as common.fit does
-        assert "accelerator" in inspect.signature(m.train).parameters
+    # a data-parallel RL loop finds its Shard (farm/methods/shard.py) as rloo.train and grpo.train do
+    assert "current_shard" in inspect.getsource(ppo.train)

@@ -33,12 +33,14 @@ from farm.methods.rollout import (
     disable_dropout,
     group_rollout,
     iterate,
+    local_minibatch,
     minibatch_updates,
     response_logprobs_tail,
     select_rows,
     start_run,
 )
 from farm.methods.scorers import REWARD_RENAMED, RewardSpec, Scorer
+from farm.methods.shard import SINGLE, Shard, current_shard
 
 # ----- loss normalisations: Σ of a micro-batch's per-token losses → its share of the minibatch loss -----
 
@@ -216,26 +218,35 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
     disable_dropout(policy)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg.train)
+    shard = current_shard(cfg.train.device)  # one process unless under `accelerate launch` (farm/methods/shard.py)
+    local_minibatch(cfg, shard)
 
     def one_step(step: int, rng: np.random.Generator) -> dict:
-        ro, timing, first = group_rollout(policy, ref_policy, tokenizer, records, scorer, cfg, rng)
+        ro, timing, first = group_rollout(policy, ref_policy, tokenizer, records, scorer, cfg, rng, shard)
         t_update = time.perf_counter()
         mask = ro.response_mask.float()
         kl_seq = (maths.kl_estimate(ro.logprobs, ro.ref_logprobs, "k1") * mask).sum(-1)  # (B,)
         rewards = ro.scores - cfg.kl_coef * kl_seq if cfg.kl_in_reward else ro.scores  # (B,)
-        adv = group_advantages(rewards, cfg.k, cfg.scale_rewards)
-        row = {"step": step, "reward": ro.scores.mean().item(), "kl": kl_seq.mean().item(),
-               "reward_std": ro.scores.view(-1, cfg.k).std(1).mean().item(),
-               "response_length": mask.sum(-1).mean().item()}
+        if cfg.scale_rewards == "batch" and shard.world > 1:  # the std of every process's rewards together
+            adv = group_advantages(rewards, cfg.k, "none") / (shard.mean_std(rewards.float())[1] + 1e-4)
+        else:
+            adv = group_advantages(rewards, cfg.k, cfg.scale_rewards)
+        row = {"step": step, "reward": shard.mean(ro.scores), "kl": shard.mean(kl_seq),
+               "reward_std": shard.mean(ro.scores.view(-1, cfg.k).std(1)),
+               "response_length": shard.mean(mask.sum(-1))}
         keep = informative_groups(ro.scores, cfg.k) if cfg.dynamic_sampling else None
-        row["kept_frac"] = 1.0 if keep is None else len(keep) / len(ro)
+        if keep is None:
+            row["kept_frac"] = 1.0
+        else:  # kept rows / rows, over every process
+            kept, rows = shard.all_sum(torch.tensor([float(len(keep)), float(len(ro))], dtype=torch.float64)).tolist()
+            row["kept_frac"] = kept / rows
         if keep is not None and len(keep) < len(ro):
             if first is not None:  # the single forward no longer matches the rows: drop it
                 first = (first[0][keep], first[1][keep])
             ro, adv = select_rows(ro, keep), adv[keep]
-        if len(ro):
+        if len(ro) or shard.world > 1:  # every process joins each step's collectives, rows or not
             row.update(update_on_rollout(policy, opt, params, ro, adv, first, cfg,
-                                         None if first is not None else rng))
+                                         None if first is not None else rng, shard))
         return {**row, **timing, "time_update": time.perf_counter() - t_update}
 
     return iterate(cfg, "grpo", {"opt": opt}, one_step, resume=resume, log=log,
@@ -243,7 +254,7 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
 
 
 def update_on_rollout(policy, opt, params, ro, adv: torch.Tensor, first, cfg: Config,
-                      rng: np.random.Generator | None) -> dict:
+                      rng: np.random.Generator | None, shard: Shard = SINGLE) -> dict:
     """`cfg.epochs` passes of minibatches (`rollout.minibatch_updates`) of the clipped per-token loss (+ β·k3 unless
     the KL is in the reward), normalised by `NORMALISATIONS[cfg.loss]` over the whole minibatch. `first` = the
     on-policy path's single training forward (then `rng` is None and the rows keep their order)."""
@@ -267,8 +278,8 @@ def update_on_rollout(policy, opt, params, ro, adv: torch.Tensor, first, cfg: Co
 
     units = mask.sum(-1) if norm.token_units else torch.ones(len(ro), device=mask.device)
     return minibatch_updates(units, micro_step, [(params, opt)], epochs=cfg.epochs,
-                             minibatch_size=cfg.minibatch_size, micro_batch_size=cfg.micro_batch_size,
-                             max_grad_norm=cfg.train.max_grad_norm, rng=rng)
+                             minibatch_size=local_minibatch(cfg, shard), micro_batch_size=cfg.micro_batch_size,
+                             max_grad_norm=cfg.train.max_grad_norm, rng=rng, shard=shard)
 
 
 def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, Any]:

@@ -29,11 +29,13 @@ from farm.methods.rollout import (
     disable_dropout,
     group_rollout,
     iterate,
+    local_minibatch,
     minibatch_updates,
     response_logprobs_tail,
     start_run,
 )
 from farm.methods.scorers import REWARD_RENAMED, RewardSpec, Scorer
+from farm.methods.shard import SINGLE, Shard, current_shard
 
 
 @dataclass
@@ -133,19 +135,22 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
     disable_dropout(policy)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg.train)
+    shard = current_shard(cfg.train.device)  # one process unless under `accelerate launch` (farm/methods/shard.py)
+    local_minibatch(cfg, shard)
 
     def one_step(step: int, rng: np.random.Generator) -> dict:
-        ro, timing, first = group_rollout(policy, ref_policy, tokenizer, records, scorer, cfg, rng)
+        ro, timing, first = group_rollout(policy, ref_policy, tokenizer, records, scorer, cfg, rng, shard)
         t_update = time.perf_counter()
         mask = ro.response_mask.float()
         kl_tok = maths.kl_estimate(ro.logprobs, ro.ref_logprobs, "k1") * mask  # (B, R)
         rewards = ro.scores - cfg.kl_coef * kl_tok.sum(-1) if cfg.kl_in_reward else ro.scores  # (B,)
         adv = leave_one_out_advantages(rewards, cfg.k)
-        if cfg.normalize_advantages:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-4)
-        sums = update_on_rollout(policy, opt, params, ro, adv, first, cfg, None if first is not None else rng)
-        return {"step": step, "reward": ro.scores.mean().item(), "kl": kl_tok.sum(-1).mean().item(),
-                "rlhf_reward": rewards.mean().item(), "response_length": mask.sum(-1).mean().item(), **sums,
+        if cfg.normalize_advantages:  # whitened over the whole batch (every process's rows)
+            mean, std = shard.mean_std(adv)
+            adv = (adv - mean) / (std + 1e-4)
+        sums = update_on_rollout(policy, opt, params, ro, adv, first, cfg, None if first is not None else rng, shard)
+        return {"step": step, "reward": shard.mean(ro.scores), "kl": shard.mean(kl_tok.sum(-1)),
+                "rlhf_reward": shard.mean(rewards), "response_length": shard.mean(mask.sum(-1)), **sums,
                 **timing, "time_update": time.perf_counter() - t_update}
 
     return iterate(cfg, "rloo", {"opt": opt}, one_step, resume=resume, log=log,
@@ -153,7 +158,7 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
 
 
 def update_on_rollout(policy, opt, params, ro, adv: torch.Tensor, first, cfg: Config,
-                      rng: np.random.Generator | None) -> dict:
+                      rng: np.random.Generator | None, shard: Shard = SINGLE) -> dict:
     """`cfg.epochs` passes of minibatches (`rollout.minibatch_updates`, one unit per sequence) of the clipped
     sequence-level loss. `first` = (log-probs, entropy) of the on-policy path's single training forward (then `rng`
     is None and the rollout keeps its order: that forward already holds every row)."""
@@ -172,8 +177,8 @@ def update_on_rollout(policy, opt, params, ro, adv: torch.Tensor, first, cfg: Co
         return {"loss": loss.item(), "entropy": maths.masked_mean(ent.detach(), mask[i]).item(), **st}
 
     return minibatch_updates(torch.ones(len(ro), device=mask.device), micro_step, [(params, opt)], epochs=cfg.epochs,
-                             minibatch_size=cfg.minibatch_size, micro_batch_size=cfg.micro_batch_size,
-                             max_grad_norm=cfg.train.max_grad_norm, rng=rng)
+                             minibatch_size=local_minibatch(cfg, shard), micro_batch_size=cfg.micro_batch_size,
+                             max_grad_norm=cfg.train.max_grad_norm, rng=rng, shard=shard)
 
 
 def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from farm.methods import maths
 from farm.methods.data import prompt_text, read_instructions
 from farm.methods.loop import load_checkpoint, save_checkpoint
 from farm.methods.scorers import Scorer, reward_scorer, scorer_stats
+from farm.methods.shard import SINGLE, Shard, current_shard, minibatches
 from farm.types import Rollout
 
 # ----- rollouts -----
@@ -184,18 +185,25 @@ def iterate(cfg, desc: str, optimizers: dict, one_step: Callable[[int, np.random
 
 
 def group_rollout(policy, ref_policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg,
-                  rng: np.random.Generator) -> tuple[Rollout, dict, tuple | None]:
+                  rng: np.random.Generator, shard: Shard = SINGLE) -> tuple[Rollout, dict, tuple | None]:
     """RLOO's and GRPO's rollout: `cfg.prompts_per_step` prompts, `cfg.k` responses each (k consecutive rows).
     When the rollout gets one un-split optimiser step (`cfg.epochs == 1`, micro-batch = minibatch = the rollout),
     the training forward IS the behaviour forward (ratio exactly 1): it is run here, with gradients, and returned
     as `first` = (log-probs, entropy); the separate no-grad pass TRL does is skipped (same maths, one policy
-    forward fewer). Else `first` is None and `ro.logprobs` come from a no-grad pass."""
+    forward fewer). Else `first` is None and `ro.logprobs` come from a no-grad pass.
+
+    With `shard.world` > 1 every process draws the same prompts and samples its block of the groups
+    (`shard.local_groups`) with its own seed; the sizes compared are then the local ones."""
     chosen = rng.choice(len(records), cfg.prompts_per_step, replace=len(records) < cfg.prompts_per_step)
+    seed = int(rng.integers(2**62))
+    if shard.world > 1:
+        chosen, seed = chosen[shard.local_groups(len(chosen))], int(np.random.default_rng([seed, shard.rank])
+                                                                        .integers(2**62))
     batch = [records[i] for i in chosen for _ in range(cfg.k)]  # k consecutive copies per prompt
-    on_policy = cfg.epochs == 1 and cfg.micro_batch_size == cfg.minibatch_size == len(batch)
+    on_policy = cfg.epochs == 1 and cfg.micro_batch_size == local_minibatch(cfg, shard) == len(batch)
     ro, timing = collect_rollout(policy, ref_policy, tokenizer, batch, scorer, style=cfg.prompt_style,
                                  temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                                 max_prompt_tokens=cfg.max_prompt_tokens, seed=int(rng.integers(2**62)),
+                                 max_prompt_tokens=cfg.max_prompt_tokens, seed=seed,
                                  missing_eos_score=cfg.missing_eos_score, behaviour_logprobs=not on_policy)
     first = None
     if on_policy:
@@ -203,6 +211,13 @@ def group_rollout(policy, ref_policy, tokenizer, records: Sequence[dict], scorer
                                        cfg.temperature, return_entropy=True)
         ro.logprobs = first[0].detach()
     return ro, timing, first
+
+
+def local_minibatch(cfg, shard: Shard = SINGLE) -> int:
+    """This process's rows of a `cfg.minibatch_size` minibatch (checks that prompts and minibatch divide)."""
+    if shard.world > 1:
+        shard.local(cfg.prompts_per_step, "prompts_per_step")
+    return shard.local(cfg.minibatch_size, "minibatch_size")
 
 
 def select_rows(ro: Rollout, idx: torch.Tensor) -> Rollout:
@@ -219,7 +234,8 @@ def select_rows(ro: Rollout, idx: torch.Tensor) -> Rollout:
 
 def minibatch_updates(units: torch.Tensor, micro_step: Callable[[torch.Tensor, torch.Tensor], dict],
                       params_opts: Sequence, *, epochs: int, minibatch_size: int, micro_batch_size: int,
-                      max_grad_norm: float, rng: np.random.Generator | None) -> dict[str, float]:
+                      max_grad_norm: float, rng: np.random.Generator | None,
+                      shard: Shard = SINGLE) -> dict[str, float]:
     """`epochs` passes of minibatches over one rollout batch of len(units) rows, shared by PPO, RLOO, GRPO and
     safe PPO. `units` (N,) is what a row counts in the loss normalisation (its real tokens, or 1 per sequence).
 
@@ -229,27 +245,40 @@ def minibatch_updates(units: torch.Tensor, micro_step: Callable[[torch.Tensor, t
     norm clipped to `max_grad_norm` (0 = off) and skipped when not finite (NaN guard). Row order: a fresh
     `rng.permutation` per epoch, or as given when `rng` is None. Stats named `loss` or `*_loss` are summed over the
     micro-batches (they are already shares of the minibatch), others weighted by the micro-batch's share of the
-    units; the result averages them over the minibatches."""
+    units; the result averages them over the minibatches.
+
+    With `shard.world` > 1 (farm/methods/shard.py) `units` are this process's rows and `minibatch_size` its local
+    share: `n_units` is summed over processes and so are the gradients before the clip, so every process takes
+    the step one process takes on the union of the local minibatches; the stats are summed over processes too.
+    A process's row order then comes from its own child stream (one draw of `rng` per epoch, the same everywhere,
+    so the shared stream stays in step whatever each process holds)."""
     sums: dict[str, float] = {}
     n = 0
     for _ in range(epochs):
-        order = torch.arange(len(units)) if rng is None else torch.as_tensor(rng.permutation(len(units)))
+        if rng is None:
+            order = torch.arange(len(units))
+        elif shard.world == 1:
+            order = torch.as_tensor(rng.permutation(len(units)))
+        else:
+            child = np.random.default_rng([int(rng.integers(2**62)), shard.rank])
+            order = torch.as_tensor(child.permutation(len(units)))
         order = order.to(units.device)
-        for s in range(0, len(units), minibatch_size):
-            mb = order[s:s + minibatch_size]
-            n_units = units[mb].sum().clamp(min=1)
+        for b in range(minibatches(len(units), minibatch_size, shard)):
+            mb = order[b * minibatch_size:(b + 1) * minibatch_size]
+            n_units = shard.all_sum(units[mb].sum()).clamp(min=1)
             for m in range(0, len(mb), micro_batch_size):
                 i = mb[m:m + micro_batch_size]
                 for k, v in micro_step(i, n_units).items():
                     w = 1.0 if k == "loss" or k.endswith("_loss") else (units[i].sum() / n_units).item()
                     sums[k] = sums.get(k, 0.0) + v * w
             for params, opt in params_opts:
+                shard.sum_grads(params)
                 norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else math.inf)
                 if torch.isfinite(norm):  # NaN guard: skip a poisoned step
                     opt.step()
                 opt.zero_grad(set_to_none=True)
             n += 1
-    return {k: v / max(n, 1) for k, v in sums.items()}
+    return {k: v / max(n, 1) for k, v in shard.sum_stats(sums).items()}
 
 
 @dataclass
@@ -282,6 +311,8 @@ class RLRun:
     out: Path
     resume: dict | None
     lines: list[str]
+    shard: Shard = SINGLE
+    """under `accelerate launch`, only the main process writes metrics, checkpoints and the model"""
 
     @property
     def checkpoint(self) -> Path:
@@ -291,15 +322,19 @@ class RLRun:
         from farm.io import atomic_write_text
 
         self.lines.append(json.dumps(row))
+        if not self.shard.is_main:
+            return
         atomic_write_text(self.out / "metrics.jsonl", "\n".join(self.lines) + "\n")
 
     def save(self, step: int, state: dict, **models) -> None:
-        save_checkpoint(self.checkpoint, self.tokenizer, step, state, **models)
+        if self.shard.is_main:
+            save_checkpoint(self.checkpoint, self.tokenizer, step, state, **models)
 
     def finish(self, history: list[dict], **extra) -> dict[str, Any]:
         from farm.models.loading import save_model
 
-        save_model(self.policy, self.tokenizer, self.out / "model")
+        if self.shard.is_main:
+            save_model(self.policy, self.tokenizer, self.out / "model")
         return {"model": str(self.out / "model"), "metrics": str(self.out / "metrics.jsonl"), "steps": len(history),
                 "reward": history[-1]["reward"], "kl": history[-1]["kl"], **extra, **scorer_stats(self.scorer)}
 
@@ -323,4 +358,5 @@ def start_run(cfg, method: str, models: Sequence[str], scorer: Scorer | None = N
                                    tokenizer=tok)
     scorer = scorer or reward_scorer(cfg, method, ref, tok, annotator)
     lines = [json.dumps(row) for row in (resume or {}).get("history", [])]
-    return RLRun(policy, ref, tok, scorer, read_instructions(cfg.prompts), out, resume, lines)
+    return RLRun(policy, ref, tok, scorer, read_instructions(cfg.prompts), out, resume, lines,
+                 current_shard(tc.device))
