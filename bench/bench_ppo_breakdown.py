@@ -15,7 +15,6 @@ with the process's peak RSS and the load average.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import load_avg, model_dir, peak_rss_mb, prompt  # noqa: E402
 
 from farm.docblocks import write_block  # noqa: E402
-from farm.io import atomic_write_text  # noqa: E402
 from farm.methods import ppo  # noqa: E402
 from farm.methods.loop import rl_train_config  # noqa: E402
 from farm.methods.scorers import FunctionScorer, RewardModelScorer  # noqa: E402
@@ -84,8 +82,8 @@ def main() -> None:
         print(f"  {k.replace('time_', ''):<11} {med[k] * 1000:8.1f} ms  {100 * med[k] / med['wall']:5.1f}%")
     print(f"  {'total':<11} {med['wall'] * 1000:8.1f} ms  ({1 / med['wall']:.2f} iterations/s)")
     if args.model == "tiny":
-        atomic_write_text(Path(__file__).parent / "results" / "ppo_breakdown.json",
-                          json.dumps({"args": vars(args), "median_s": med}, indent=2))
+        write_block(Path(__file__).parent / "RESULTS.md", "ppo_breakdown", {"args": vars(args), "median_s": med},
+                    "bench/results/ppo_breakdown.json", "bench.bench_ppo_breakdown:markdown_tiny")
         return
     n_params = sum(p.numel() for p in policy.parameters())
     print(f"peak RSS {peak_rss_mb():.0f} MB; load average {load_before} → {load_avg()}")
@@ -108,6 +106,20 @@ def markdown(d: dict) -> str:
     for k in (*PHASES, "overhead"):
         rows.append(f"| {k.replace('time_', '')} | {med[k]:.2f} s | {100 * med[k] / med['wall']:.1f} % |")
     rows.append(f"| total | {med['wall']:.2f} s ({1 / med['wall']:.3f} it/s) | |")
+    return "\n".join(rows)
+
+
+def markdown_tiny(d: dict) -> str:
+    """The tiny model's block in bench/RESULTS.md (bench/results/ppo_breakdown.json)."""
+    a, med = d["args"], d["median_s"]
+    rows = [f"`python bench/bench_ppo_breakdown.py --steps {a['steps']} --rollout {a['rollout']} --new-tokens "
+            f"{a['new_tokens']} --threads {a['threads']}{' --rm' if a['rm'] else ''}` (tiny Llama 2 × 96, "
+            f"{a['rollout']} rollouts × ≤ {a['new_tokens']} tokens, 2 epochs × 2 minibatches, separate value model, "
+            f"{'reward-model' if a['rm'] else 'function'} scorer; medians over {a['steps']} iterations after one "
+            "warm-up)", "", "| phase | time | share |", "|---|---|---|"]
+    for k in (*PHASES, "overhead"):
+        rows.append(f"| {k.replace('time_', '')} | {1000 * med[k]:.1f} ms | {100 * med[k] / med['wall']:.1f} % |")
+    rows.append(f"| total | {1000 * med['wall']:.0f} ms ({1 / med['wall']:.2f} it/s) | |")
     return "\n".join(rows)
 
 
