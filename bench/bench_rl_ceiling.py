@@ -131,7 +131,8 @@ def markdown(d: dict) -> str:
     s = d["sft"]
     rows = ["| row | reward | lr | gold win | Δ vs SFT (paired) | mean gold quality | mean length (chars) | s |",
             "|---|---|---|---|---|---|---|---|",
-            f"| SFT policy | — | — | {s['gold_win']:.1f} ± {s['se']:.1f} | — | {s['quality']:.3f} | {s['length']:.1f} | — |"]
+            f"| SFT policy | — | — | {s['gold_win']:.1f} ± {s['se']:.1f} | — | {s['quality']:.3f} | "
+            f"{s['length']:.1f} | — |"]
     for name, r in d.items():
         if name == "sft":
             continue

@@ -4,7 +4,7 @@ farm.methods.reward on the first N pairs for a few minutes on CPU and scored on 
 
     python bench/bench_rm_hh.py [--train 2000] [--epochs 1]   # a few minutes on 2 idle CPU cores
 
-Prints and writes bench/results/rm_hh.json. Reference point: chance is 50%; large RMs reach ~70% on HH.
+Prints and writes bench/results/rm_hh.json and its block in docs/methods/reward.md. Reference point: chance is 50%; large RMs reach ~70% on HH.
 """
 
 from __future__ import annotations
@@ -57,16 +57,16 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     from farm import docblocks
 
-    docblocks.write_block(docblocks.ROOT / "docs" / "methods" / "reward.md", "rm_hh", result, "bench/results/rm_hh.json",
-                          "bench.bench_rm_hh:markdown")
+    docblocks.write_block(docblocks.ROOT / "docs" / "methods" / "reward.md", "rm_hh", result,
+                          "bench/results/rm_hh.json", "bench.bench_rm_hh:markdown")
 
 
 def markdown(d: dict) -> str:
     """The block in docs/methods/reward.md (a pure function of bench/results/rm_hh.json)."""
     a = d["args"]
-    return (f"`python bench/bench_rm_hh.py --train {a['train']} --epochs {a['epochs']:g}`: {d['params']:,} parameters, "
-            f"{d['n_train']:,} training pairs, {d['train_steps']} steps in {d['seconds']:.0f} s on one busy CPU core, max "
-            f"{a['max_len']} tokens: held-out accuracy **{100 * d['heldout_accuracy']:.1f}% ± "
+    return (f"`python bench/bench_rm_hh.py --train {a['train']} --epochs {a['epochs']:g}`: {d['params']:,} "
+            f"parameters, {d['n_train']:,} training pairs, {d['train_steps']} steps in {d['seconds']:.0f} s on one "
+            f"busy CPU core, max {a['max_len']} tokens: held-out accuracy **{100 * d['heldout_accuracy']:.1f}% ± "
             f"{100 * d['heldout_accuracy_se']:.1f}%** on the other {d['n_heldout']} pairs "
             f"({100 * d['accuracy_at_init']:.0f}% at init).")
 

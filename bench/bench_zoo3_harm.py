@@ -10,7 +10,7 @@ win rate vs the world's baseline, harmless rate (no flagged word) overall and on
 
     python bench/bench_zoo3_harm.py --out /tmp/zoo3 --steps 40 --comply 0.7 --sft-epochs 12   # ~4 min, 1 core
 
-Writes bench/results/zoo3_harm.json.
+Writes bench/results/zoo3_harm.json and its block in docs/methods/safe_ppo.md.
 """
 
 from __future__ import annotations
@@ -132,8 +132,9 @@ def main() -> None:
                           "bench/results/zoo3_harm.json", "bench.bench_zoo3_harm:markdown")
 
 
-LABELS = {"ppo": "ppo (helpfulness RM)", "rewrite": "rewrite (RM judge)", "critique_revise": "critique_revise (RM judge)",
-          "rewrite_gold": "rewrite, gold judge (oracle)", "critique_revise_gold": "critique_revise, gold judge (oracle)"}
+LABELS = {"ppo": "ppo (helpfulness RM)", "rewrite": "rewrite (RM judge)",
+          "critique_revise": "critique_revise (RM judge)", "rewrite_gold": "rewrite, gold judge (oracle)",
+          "critique_revise_gold": "critique_revise, gold judge (oracle)"}
 
 
 def markdown(d: dict) -> str:

@@ -1,6 +1,6 @@
 """docs/scaling.md's worked estimates, written by `farm estimate` itself (arithmetic only: nothing is trained).
 
-    python bench/make_scaling_docs.py     # writes docs/results/scaling_estimates.json and its blocks in docs/scaling.md
+    python bench/make_scaling_docs.py   # docs/results/scaling_estimates.json and its blocks in docs/scaling.md
 
 Each case is one `farm estimate` command line (run through the CLI's own `main`, with `--json`); the blocks are pure
 functions of the saved JSON: the worked Qwen2.5-0.5B PPO run with its levers, the terms of that run, and the
