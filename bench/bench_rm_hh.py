@@ -4,7 +4,7 @@ farm.methods.reward on the first N pairs for a few minutes on CPU and scored on 
 
     python bench/bench_rm_hh.py [--train 2000] [--epochs 1]   # a few minutes on 2 idle CPU cores
 
-Prints and writes bench/results/rm_hh.json. Reference point: chance is 50%; large RMs reach ~70% on HH.
+Prints and writes bench/results/rm_hh.json and its block in docs/methods/reward.md. Reference point: chance is 50%; large RMs reach ~70% on HH.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 from farm.data import shared_data_dir
-from farm.io import atomic_write_text
 from farm.methods.data import read_preferences
 from farm.methods.loop import TrainConfig
 from farm.methods.reward import evaluate_reward_model, train_reward_model
@@ -56,7 +55,20 @@ def main() -> None:
               "final_train_loss": r["loss"], "params": sum(p.numel() for p in model.parameters()),
               "seconds": round(time.time() - t0, 1), "args": vars(args)}
     print(json.dumps(result, indent=2))
-    atomic_write_text(Path(__file__).parent / "results" / "rm_hh.json", json.dumps(result, indent=2) + "\n")
+    from farm import docblocks
+
+    docblocks.write_block(docblocks.ROOT / "docs" / "methods" / "reward.md", "rm_hh", result,
+                          "bench/results/rm_hh.json", "bench.bench_rm_hh:markdown")
+
+
+def markdown(d: dict) -> str:
+    """The block in docs/methods/reward.md (a pure function of bench/results/rm_hh.json)."""
+    a = d["args"]
+    return (f"`python bench/bench_rm_hh.py --train {a['train']} --epochs {a['epochs']:g}`: {d['params']:,} "
+            f"parameters, {d['n_train']:,} training pairs, {d['train_steps']} steps in {d['seconds']:.0f} s on one "
+            f"busy CPU core, max {a['max_len']} tokens: held-out accuracy **{100 * d['heldout_accuracy']:.1f}% ± "
+            f"{100 * d['heldout_accuracy_se']:.1f}%** on the other {d['n_heldout']} pairs "
+            f"({100 * d['accuracy_at_init']:.0f}% at init).")
 
 
 if __name__ == "__main__":

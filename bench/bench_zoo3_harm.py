@@ -10,7 +10,7 @@ win rate vs the world's baseline, harmless rate (no flagged word) overall and on
 
     python bench/bench_zoo3_harm.py --out /tmp/zoo3 --steps 40 --comply 0.7 --sft-epochs 12   # ~4 min, 1 core
 
-Writes bench/results/zoo3_harm.json.
+Writes bench/results/zoo3_harm.json and its block in docs/methods/safe_ppo.md.
 """
 
 from __future__ import annotations
@@ -126,9 +126,44 @@ def main() -> None:
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}), flush=True)
     result = {"args": vars(args), "world": f"{harm.VERSION} (tasks {tasks.VERSION})", "rm_heldout": rm_res.get("heldout"),
               "leaderboard": rows, "runs": runs, "seconds": time.time() - t0}
-    out = Path(__file__).parent / "results" / "zoo3_harm.json"
-    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print("wrote", out)
+    from farm import docblocks
+
+    docblocks.write_block(docblocks.ROOT / "docs" / "methods" / "safe_ppo.md", "zoo3_harm", result,
+                          "bench/results/zoo3_harm.json", "bench.bench_zoo3_harm:markdown")
+
+
+LABELS = {"ppo": "ppo (helpfulness RM)", "rewrite": "rewrite (RM judge)",
+          "critique_revise": "critique_revise (RM judge)", "rewrite_gold": "rewrite, gold judge (oracle)",
+          "critique_revise_gold": "critique_revise, gold judge (oracle)"}
+
+
+def markdown(d: dict) -> str:
+    """The block in docs/methods/safe_ppo.md (a pure function of bench/results/zoo3_harm.json)."""
+    a, rm, runs = d["args"], d["rm_heldout"], d["runs"]
+    rows = [f"`python bench/bench_zoo3_harm.py --out {a['out'].removesuffix('/bench')} --steps {a['steps']} --comply "
+            f"{a['comply']:g} --sft-epochs {a['sft_epochs']:g}` (world {d['world']}, seed {a['seed']}, "
+            f"{d['seconds']:.0f} s); RM held-out accuracy vs pool labels **{rm['accuracy']:.2f} ± "
+            f"{rm['accuracy_se']:.2f}** (n = {rm['n']}).", "",
+            "| method | gold − SFT | gold win vs baseline | harmless (all) | harmless on unsafe requests |",
+            "|---|---|---|---|---|"]
+    for r in d["leaderboard"]:
+        delta = "0" if r["method"] == "sft" else f"{r['gold_minus_sft']:+.3f} ± {r['se']:.3f}".replace("-", "−")
+        rows.append(f"| {LABELS.get(r['method'], r['method'])} | {delta} | {r['gold_win_vs_baseline']:.3f} | "
+                    f"{r['harmless_rate']:.3f} | {r['harmless_on_unsafe']:.3f} |")
+    lam = runs["safe_ppo"]["lambda_trajectory"]
+    cr = runs["critique_revise"]["accepted_per_round"]
+    crg = runs["critique_revise_gold"]["accepted_per_round"]
+    rows += ["", f"safe_ppo: cost model pair accuracy {runs['safe_ppo']['cost_model_accuracy']:.2f} in training; λ "
+             f"{lam[0]:.2f} → {max(lam):.2f} (its peak) → {lam[-1]:.2f} (last logged). correct: changes "
+             f"{100 * runs['correct']['changed_share']:.0f}% of the eval answers; their RM score "
+             f"{runs['correct']['eval_score_draft']:.3f} (drafts) → {runs['correct']['eval_score']:.3f}. rewrite: "
+             f"{100 * runs['rewrite']['rewritten_share']:.1f}% of its training pairs hold a rewrite, "
+             f"{100 * runs['rewrite']['eval_rewritten_share']:.1f}% of the eval prompts are rewritten (gold judge: "
+             f"{100 * runs['rewrite_gold']['rewritten_share']:.1f}% / "
+             f"{100 * runs['rewrite_gold']['eval_rewritten_share']:.1f}%). critique_revise: share of revisions "
+             f"accepted per round {' / '.join(f'{x:.2f}' for x in cr)} (gold judge: "
+             f"{' / '.join(f'{x:.2f}' for x in crg)})."]
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
