@@ -1,6 +1,6 @@
-"""GRPO and RLOO under 2 CPU processes (torchrun, gloo; farm/methods/shard.py): given the same rollout rows, the
-2-process update equals the 1-process update (for GRPO's three loss normalisations and RLOO, with gradient
-accumulation, two epochs and the batch statistics reduced over processes); and the whole training loop runs
+"""PPO, GRPO and RLOO under 2 CPU processes (torchrun, gloo; farm/methods/shard.py): given the same rollout rows, the
+2-process update equals the 1-process update (for GRPO's three loss normalisations, RLOO and PPO's policy and
+value model, with gradient accumulation, two epochs and the batch statistics reduced over processes); and the whole training loop runs
 data-parallel: each process samples its own block of each step's prompts, the union is the 1-process run's
 prompts, every process ends with the same weights, and the logged reward is the mean over every process's rows.
 One launch runs every case, so the two subprocess startups (which dominate) are paid once."""
@@ -23,9 +23,9 @@ PROMPTS = [f"Sort: {a} {b} {c}" for a in "1234" for b in "5678" for c in "9"]
 WORKER = r"""
 import copy, json, sys
 import numpy as np, torch
-from farm.methods import grpo, rloo
+from farm.methods import grpo, maths, ppo, rloo
 from farm.methods.loop import make_optimizer, rl_train_config
-from farm.methods.rollout import collect_rollout, select_rows
+from farm.methods.rollout import collect_rollout, response_values, select_rows, value_model_from_policy
 from farm.methods.scorers import FunctionScorer
 from farm.methods.shard import current_shard
 from farm.models.loading import load_causal_lm
@@ -72,6 +72,25 @@ cfg = rloo.Config(prompts_per_step=GROUPS, k=K, minibatch_size=GROUPS * K, micro
                   kl_coef=0.1, max_new_tokens=12, train=rl_train_config(**tc))
 result["rloo"] = updated(rloo, cfg, lambda r: rloo.leave_one_out_advantages(r.scores, K))
 
+# PPO: advantages and returns of the whole rollout (GAE, whitened over every row), then this process's rows
+value = value_model_from_policy(base)
+mask = ro.response_mask.double()
+with torch.no_grad():
+    old_values = response_values(value, ro) * mask
+    rewards = -0.1 * (ro.logprobs - ro.ref_logprobs) * mask + maths.terminal_rewards(ro.scores, ro.response_mask)
+    adv, ret = maths.gae(rewards, old_values, mask, 1.0, 0.95)
+    adv_local = shard.masked_whiten(adv[rows], mask[rows])
+result["whiten"] = (adv_local, maths.masked_whiten(adv, mask)[rows])
+model, vm = copy.deepcopy(base), copy.deepcopy(value)
+pp, vp = [p for p in model.parameters()], [p for p in vm.parameters()]
+cfg = ppo.Config(rollout_batch_size=GROUPS * K, minibatch_size=GROUPS * K, micro_batch_size=micro, epochs=2,
+                 max_new_tokens=12, train=rl_train_config(**tc))
+stats = ppo.update_on_rollout(model, vm, make_optimizer(pp, cfg.train), make_optimizer(vp, cfg.train), pp, vp,
+                              local, maths.masked_whiten(adv, mask)[rows], ret[rows], old_values[rows], cfg,
+                              np.random.default_rng(0), shard)
+result["ppo"] = ({**{"policy." + k: v for k, v in model.state_dict().items()},
+                  **{"value." + k: v for k, v in vm.state_dict().items()}}, {"loss": stats["policy_loss"]})
+
 # the whole loop, on-policy (one optimiser step per rollout): data-parallel sampling
 for name, module, cfg in (
         ("loop_grpo", grpo, grpo.Config(steps=2, prompts_per_step=GROUPS, k=K, minibatch_size=GROUPS * K,
@@ -80,7 +99,10 @@ for name, module, cfg in (
         ("loop_rloo", rloo, rloo.Config(steps=2, prompts_per_step=GROUPS, k=K, minibatch_size=GROUPS * K,
                                         micro_batch_size=GROUPS * K // shard.world, max_new_tokens=12,
                                         normalize_advantages=True,
-                                        train=rl_train_config(lr=1e-3, progress=False, device="cpu")))):
+                                        train=rl_train_config(lr=1e-3, progress=False, device="cpu"))),
+        ("loop_ppo", ppo, ppo.Config(steps=2, rollout_batch_size=GROUPS * K, minibatch_size=GROUPS * K // 2,
+                                     micro_batch_size=4, epochs=2, max_new_tokens=12, adaptive_kl=True,
+                                     train=rl_train_config(lr=1e-3, progress=False, device="cpu")))):
     model = copy.deepcopy(base)
     seen.clear()
     hist = module.train(model, tok, records, FunctionScorer(digits), cfg)
@@ -117,12 +139,13 @@ def launched(tmp_path_factory):
             torch.load(d / "two.1.pt", weights_only=False))
 
 
-@pytest.mark.parametrize("case", ["grpo_grpo", "grpo_dapo", "grpo_dr_grpo", "rloo"])
+@pytest.mark.parametrize("case", ["grpo_grpo", "grpo_dapo", "grpo_dr_grpo", "rloo", "ppo"])
 def test_two_processes_take_the_one_process_update_on_the_same_rows(launched, case):
     one, two0, two1 = launched
     assert (one["world"], two0["world"], two1["world"]) == (1, 2, 2)
     (a, sa), (b, sb), (c, _) = one[case], two0[case], two1[case]
-    moved = [k for k in a if not torch.equal(a[k], one["base"][k])]
+    moved = [k for k in a if k in one["base"] and not torch.equal(a[k], one["base"][k])
+             or k.startswith("policy.") and not torch.equal(a[k], one["base"][k[7:]])]
     assert moved, "the update moved nothing"
     for k in a:  # 1 process, micro-batch 16 == 2 processes × 8 rows, micro-batch 2 (accumulated), both ranks
         torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=lambda m, k=k: f"{case} {k}: {m}")
@@ -134,9 +157,11 @@ def test_batch_statistics_are_reduced_over_processes(launched):
     one, two0, two1 = launched
     assert two0["mean_std"] == pytest.approx(one["mean_std"], abs=1e-12)
     assert two1["mean_std"] == two0["mean_std"]
+    for r in launched:  # advantages whitened over every process's tokens = whitened over the whole rollout
+        torch.testing.assert_close(r["whiten"][0], r["whiten"][1], atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("loop", ["loop_grpo", "loop_rloo"])
+@pytest.mark.parametrize("loop", ["loop_grpo", "loop_rloo", "loop_ppo"])
 def test_the_loop_shards_each_steps_prompts_and_keeps_the_weights_equal(launched, loop):
     one, two0, two1 = launched
     r1, r2 = two0[loop], two1[loop]

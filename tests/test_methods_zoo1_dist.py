@@ -2,10 +2,8 @@
 method trained through the shared loop (`common.fit`): SFT, the reward model and DPO (issues #12, #20). One
 launch runs all three methods, so the two subprocess startups (which dominate) are paid once.
 
-RLOO and GRPO are data-parallel through farm/methods/shard.py (tests/test_methods_rl_dist.py). PPO is NOT yet:
-its loop (farm/methods/ppo.py; also safe PPO) does not shard rollouts across processes, so under `accelerate launch`
-every process repeats the whole run (only the main one writes). The test below that says so is an xfail(strict)
-placeholder until it is."""
+PPO, RLOO and GRPO shard their rollouts through farm/methods/shard.py: tests/test_methods_rl_dist.py. Safe PPO does
+not (under `accelerate launch` every process repeats its whole run)."""
 
 from __future__ import annotations
 
@@ -14,7 +12,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from farm.models.generation import format_prompt
@@ -96,14 +93,3 @@ def test_two_cpu_processes_give_the_same_update_as_one(tmp_path):
         tol = 1e-9 if method != "dpo" else 1e-6  # DPO's log-probs are fp32 whatever the weights
         for k in a:
             torch.testing.assert_close(a[k], b[k], atol=tol, rtol=0, msg=lambda m, k=k, t=method: f"{t} {k}: {m}")
-
-
-@pytest.mark.xfail(strict=True, reason="ppo.train does not shard rollouts across processes yet "
-                                       "(see the module docstring and the #20 report)")
-def test_ppo_shards_its_rollouts_across_processes():
-    import inspect
-
-    from farm.methods import ppo
-
-    # a data-parallel RL loop finds its Shard (farm/methods/shard.py) as rloo.train and grpo.train do
-    assert "current_shard" in inspect.getsource(ppo.train)

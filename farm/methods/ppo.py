@@ -39,6 +39,7 @@ from farm.methods.rollout import (
     value_model_from_policy,
 )
 from farm.methods.scorers import REWARD_RENAMED, RewardSpec, Scorer
+from farm.methods.shard import SINGLE, Shard, current_shard
 from farm.types import Rollout
 
 
@@ -168,13 +169,20 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
     kl_ctl = KLController(cfg.kl_coef, cfg.kl_target if cfg.adaptive_kl else None, cfg.kl_horizon)
     if resume:
         kl_ctl.value = resume["kl_coef"]
+    shard = current_shard(cfg.train.device)  # one process unless under `accelerate launch` (farm/methods/shard.py)
+    shard.local(cfg.rollout_batch_size, "rollout_batch_size")
+    shard.local(cfg.minibatch_size, "minibatch_size")
 
     def one_step(step: int, rng: np.random.Generator) -> dict:
-        batch = [records[i] for i in rng.choice(len(records), cfg.rollout_batch_size,
-                                                replace=len(records) < cfg.rollout_batch_size)]
+        chosen = rng.choice(len(records), cfg.rollout_batch_size, replace=len(records) < cfg.rollout_batch_size)
+        seed = int(rng.integers(2**62))
+        if shard.world > 1:  # this process's block of the prompts, its own sampling stream
+            chosen, seed = chosen[shard.local_groups(len(chosen))], int(np.random.default_rng([seed, shard.rank])
+                                                                            .integers(2**62))
+        batch = [records[i] for i in chosen]
         ro, timing = collect_rollout(policy, ref_policy, tokenizer, batch, scorer, style=cfg.prompt_style,
                                      temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                                     max_prompt_tokens=cfg.max_prompt_tokens, seed=int(rng.integers(2**62)),
+                                     max_prompt_tokens=cfg.max_prompt_tokens, seed=seed,
                                      missing_eos_score=cfg.missing_eos_score)
         t_update = time.perf_counter()
         mask = ro.response_mask.float()
@@ -186,14 +194,14 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
             rewards = -kl_ctl.value * kl + maths.terminal_rewards(ro.scores, ro.response_mask)  # (B, R)
             advantages, returns = maths.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
             if cfg.whiten_advantages:
-                advantages = _whiten(advantages, mask)
+                advantages = _whiten(advantages, mask) if shard.world == 1 else shard.masked_whiten(advantages, mask)
         stats = update_on_rollout(policy, value_model, pol_opt, val_opt, pol_params, val_params, ro,
-                                  advantages, returns, old_values, cfg, rng)
-        seq_kl = kl.sum(-1).mean().item()
-        row = {"step": step, "reward": ro.scores.mean().item(), "kl": seq_kl,
-               "non_score_reward": (-kl_ctl.value * kl).sum(-1).mean().item(), "kl_coef": kl_ctl.value,
-               "response_length": mask.sum(-1).mean().item(),
-               "no_eos_frac": 1.0 - _has_eos(ro, tokenizer).mean().item(),
+                                  advantages, returns, old_values, cfg, rng, shard)
+        seq_kl = shard.mean(kl.sum(-1))
+        row = {"step": step, "reward": shard.mean(ro.scores), "kl": seq_kl,
+               "non_score_reward": shard.mean((-kl_ctl.value * kl).sum(-1)), "kl_coef": kl_ctl.value,
+               "response_length": shard.mean(mask.sum(-1)),
+               "no_eos_frac": 1.0 - shard.mean(_has_eos(ro, tokenizer)),
                **stats, **timing, "time_update": time.perf_counter() - t_update}
         kl_ctl.update(seq_kl, cfg.rollout_batch_size)
         return row
@@ -209,8 +217,10 @@ def _has_eos(ro: Rollout, tokenizer) -> torch.Tensor:
 
 
 def update_on_rollout(policy, value_model, pol_opt, val_opt, pol_params, val_params, ro: Rollout,
-                      advantages, returns, old_values, cfg: Config, rng: np.random.Generator) -> dict:
-    """`cfg.epochs` passes of shuffled minibatches over one rollout batch. Returns averaged statistics."""
+                      advantages, returns, old_values, cfg: Config, rng: np.random.Generator,
+                      shard: Shard = SINGLE) -> dict:
+    """`cfg.epochs` passes of shuffled minibatches over one rollout batch (with `shard`: this process's rows, its
+    share of each minibatch). Returns averaged statistics."""
     mask = ro.response_mask.float()
 
     def micro_step(i, n_tokens) -> dict:
@@ -225,8 +235,9 @@ def update_on_rollout(policy, value_model, pol_opt, val_opt, pol_params, val_par
         return st
 
     return minibatch_updates(mask.sum(-1), micro_step, ((pol_params, pol_opt), (val_params, val_opt)),
-                             epochs=cfg.epochs, minibatch_size=cfg.minibatch_size,
-                             micro_batch_size=cfg.micro_batch_size, max_grad_norm=cfg.train.max_grad_norm, rng=rng)
+                             epochs=cfg.epochs, minibatch_size=shard.local(cfg.minibatch_size, "minibatch_size"),
+                             micro_batch_size=cfg.micro_batch_size, max_grad_norm=cfg.train.max_grad_norm, rng=rng,
+                             shard=shard)
 
 
 # ----- file-level entry point -----
@@ -247,7 +258,8 @@ def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, 
 
     def on_step(step: int, model, value, state: dict) -> None:
         if cfg.save_every and step % cfg.save_every == 0:
-            save_model(model, r.tokenizer, r.out / "checkpoints" / f"step_{step}")  # for over-optimisation curves
+            if r.shard.is_main:
+                save_model(model, r.tokenizer, r.out / "checkpoints" / f"step_{step}")  # for over-optimisation curves
             r.save(step, state, policy=model, value=value)  # resumable
 
     history = train(r.policy, r.tokenizer, r.records, r.scorer, cfg, ref_policy=r.ref, value_model=value_model,

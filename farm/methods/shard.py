@@ -1,16 +1,17 @@
-"""Data parallelism of the critic-free RL loops (RLOO, GRPO): which share of each rollout batch this process
+"""Data parallelism of the RL loops (PPO, RLOO, GRPO): which share of each rollout batch this process
 samples, and the few collectives that make N processes take the update one process takes on the whole batch.
 
 Under `accelerate launch --num_processes N` (or torchrun) every process runs the same loop with the same seed, so
 the numpy stream that picks each step's prompts is identical everywhere; process r then samples and scores only
-its contiguous block of the prompt groups (`local_groups`), with its own sampling seed. The update stays exact:
+its contiguous block of the prompt groups (`local_groups`; PPO: of the prompts), with its own sampling seed. The update stays exact:
 
 - a minibatch is the union of every process's local minibatch (`minibatch_size / N` rows each);
 - its loss normaliser (`n_units`: responses or real tokens) is summed over processes before any row is divided
   by it (`all_sum`), so Σ_processes Σ_rows loss_row / n_units is the one-process loss;
 - gradients are summed over processes (`sum_grads`) before clipping and the optimiser step, so every process
   applies the same step and the weights stay equal;
-- batch statistics (advantage whitening, logged means) are reduced over processes (`mean_std`).
+- batch statistics (advantage whitening, the adaptive KL's mean, logged means) are reduced over processes
+  (`mean_std`, `masked_whiten`, `mean`).
 
 Sampling differs from a one-process run (each process draws its own tokens), so a 2-process run is not the
 1-process run token for token; given the same rollout rows, its update is (tests/test_methods_rl_dist.py).
@@ -81,6 +82,17 @@ class Shard:
         mean = s[0] / n
         var = (s[1] - n * mean ** 2) / (n - 1).clamp(min=1)
         return mean.to(x.dtype), var.clamp(min=0).sqrt().to(x.dtype)
+
+    def masked_whiten(self, x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+        """maths.masked_whiten over every process's masked positions together (mean, unbiased variance)."""
+        from farm.methods import maths
+
+        if self.world == 1:
+            return maths.masked_whiten(x, mask, eps=eps)
+        n = self.all_sum(mask.sum().double())
+        mean = self.all_sum((x * mask).sum().double()) / n.clamp(min=1)
+        var = self.all_sum((((x - mean) * mask) ** 2).sum().double()) / (n - 1).clamp(min=1)
+        return ((x - mean) * torch.rsqrt(var + eps)).to(x.dtype) * mask
 
     def mean(self, x: torch.Tensor) -> float:
         """The mean of every process's `x` together, as a float (for the logged metrics)."""
