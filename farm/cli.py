@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"farm: unknown command '{name}'{hint}\n\n{USAGE}", file=sys.stderr)
         return 2
     module_name, _ = COMMANDS[name]
-    _quiet_libraries()
+    from farm.progress import quiet_libraries
+
+    quiet_libraries()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
@@ -68,19 +70,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"farm {name}: interrupted; finished work is saved, re-run the same command to resume",
               file=sys.stderr)
         return 130
-
-
-def _quiet_libraries() -> None:
-    """transformers 5 draws a progress bar for every weight load/save; our own bars say what matters."""
-    import os
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

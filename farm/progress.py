@@ -82,3 +82,17 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def quiet_libraries() -> None:
+    """transformers 5 draws a progress bar for every weight load/save; our own bars say what matters. The `farm`
+    command calls this at start, and so does each worker process a compare run spawns."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass

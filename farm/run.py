@@ -387,10 +387,10 @@ class CompareRun:
 
 def worker_job(run_dir: str, steps: list[tuple[str, str, str, int]], sft_model: str, rm: str) -> list[tuple[str, dict]]:
     """A worker process: one job's stages of the run in `run_dir` (its config.yaml), timed like `Stages.run`."""
-    from farm.cli import _quiet_libraries
     from farm.config import load_config
+    from farm.progress import quiet_libraries
 
-    _quiet_libraries()  # a spawned process starts without the `farm` command's settings
+    quiet_libraries()  # a spawned process starts without the `farm` command's settings
     run = CompareRun(load_config(CompareConfig, Path(run_dir) / "config.yaml"), log=lambda line: None, worker=True)
     log_to(Path(run_dir) / "run.log")  # its training status lines too
     out = []
