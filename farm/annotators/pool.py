@@ -22,7 +22,7 @@ from dataclasses import replace
 import numpy as np
 
 from farm.annotators.config import NoiseConfig
-from farm.annotators.engine import in_threads
+from farm.annotators.context import in_threads
 from farm.types import Annotation, Annotator, Pair, pair_rng
 
 
