@@ -61,8 +61,21 @@ def load_annotator(name_or_dir: str | Path, **overrides: Any) -> Annotator:
         from farm.annotators.synthetic import build_synthetic
 
         seed = overrides.pop("seed", 0)
-        return build_synthetic({"backend": "synthetic", "preset": preset, **overrides}, seed)
+        config = {"backend": "synthetic", "preset": preset, **overrides}
+        return build_synthetic(config, seed, world_quality(config.get("world", "tasks")))
     return _load(folder, overrides, depth=0)
+
+
+def world_quality(world: object):
+    """The gold quality function of the world a simulated judge names (its module imported here: the worlds
+    import the simulated judges, never the loader); None for an unknown world (build_synthetic says so)."""
+    import importlib
+
+    from farm.worlds import WORLDS
+
+    if not isinstance(world, str) or world not in WORLDS:
+        return None
+    return importlib.import_module(WORLDS[world]).quality_parts
 
 
 def _synthetic_preset(name: str) -> str | None:
@@ -101,7 +114,7 @@ def load_judge(folder: Path, raw: dict[str, Any], overrides: dict[str, Any]) -> 
             raise FarmError("expected bool", file=source, field="randomize_order")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise FarmError("expected int", file=source, field="seed")
-        return build_synthetic(data, seed), randomize, noise
+        return build_synthetic(data, seed, world_quality(data.get("world", "tasks"))), randomize, noise
     config = from_dict(JudgeConfig, data, source=source)
     if config.backend == "replay":
         from farm.annotators.replay import ReplayJudge

@@ -26,7 +26,6 @@ them and prints target vs achieved; docs/world.md has the table). Pools:
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import sys
@@ -112,7 +111,7 @@ POOL_LENGTH, POOL_POSITION = 1.233, 0.187
 def _quality_id(quality_fn: QualityFn | None) -> str:
     """Names the quality function and its world's VERSION, so cached verdicts expire when the world changes."""
     module = getattr(quality_fn, "__module__", "?")
-    version = getattr(importlib.import_module(module), "VERSION", "") if module in sys.modules else ""
+    version = getattr(sys.modules[module], "VERSION", "") if module in sys.modules else ""
     return f"{module}.{getattr(quality_fn, '__qualname__', '?')}@{version}"
 
 
@@ -254,17 +253,23 @@ def make_annotator(name: str, quality_fn: QualityFn, seed: int = 0, **overrides)
     return SyntheticJudge(name, quality_fn, replace(PRESETS[name], **overrides), draw=seed)
 
 
-def build_synthetic(config: dict, seed: int = 0) -> Annotator:
-    """The annotator for a judge config with `backend: synthetic`.
+def build_synthetic(config: dict, seed: int = 0, quality_fn: QualityFn | None = None) -> Annotator:
+    """The annotator for a judge config with `backend: synthetic`, over `quality_fn` (a world's gold quality).
 
     Keys: backend ("synthetic"), world (default "tasks"), preset (a name in ANNOTATOR_NAMES), draw (person,
     default `seed`), flip (an extra label-flip rate), and any JudgeParams field to override the preset.
 
-    >>> j = build_synthetic({"backend": "synthetic", "world": "tasks", "preset": "gpt4_like", "flip": 0.1})
+    Without `quality_fn`, the named world's `quality_parts` is used if that world's module is already imported:
+    this module never imports a world (the worlds import it). `farm.annotators.load_annotator` imports the
+    world a judge folder names; a world's own `annotator(name)` passes its quality function in.
+
+    >>> from farm.worlds.tasks import quality_parts
+    >>> j = build_synthetic({"backend": "synthetic", "world": "tasks", "preset": "gpt4_like", "flip": 0.1},
+    ...                     quality_fn=quality_parts)
     >>> j.name
     'gpt4_like+flip(0.1)'
     """
-    from farm.worlds import WORLDS
+    from farm.worlds import WORLDS  # the table of world names (a module that imports nothing)
 
     cfg = dict(config)
     backend = cfg.pop("backend", "synthetic")
@@ -279,8 +284,20 @@ def build_synthetic(config: dict, seed: int = 0) -> Annotator:
         raise FarmError("a synthetic judge needs a preset", field="preset", hint=f"one of {', '.join(ANNOTATOR_NAMES)}")
     draw = int(cfg.pop("draw", seed))
     extra_flip = float(cfg.pop("flip", 0.0))
-    quality_fn = importlib.import_module(WORLDS[world]).quality_parts
+    if quality_fn is None:
+        quality_fn = world_quality(world)
     if cfg and preset not in PRESETS:
         raise FarmError(f"parameters {sorted(cfg)} only apply to single judges, not '{preset}'", field=next(iter(cfg)))
     annotator = make_annotator(preset, quality_fn, seed=draw, **cfg)
     return flip(annotator, extra_flip) if extra_flip else annotator
+
+
+def world_quality(world: str) -> QualityFn:
+    """The gold quality function of a world whose module is already imported (FarmError otherwise)."""
+    from farm.worlds import WORLDS
+
+    module = sys.modules.get(WORLDS.get(world, ""))
+    if module is None:
+        raise FarmError(f"world '{world}' is not loaded", field="world",
+                        hint="pass quality_fn=, or load the judge with farm.annotators.load_annotator")
+    return module.quality_parts
