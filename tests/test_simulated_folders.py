@@ -117,3 +117,24 @@ def test_one_pool_class_and_one_swap():
     coin = RandomSwap(ConstantJudge(1.0), "s").annotate(pairs)
     assert 10 < sum(a.meta["swapped"] for a in coin) < 50 and all("noise" not in a.meta for a in coin)
     assert [a.preference for a in coin] == [0.0 if a.meta["swapped"] else 1.0 for a in coin]
+
+
+def test_a_member_override_applies_to_that_member_only(tmp_path):
+    pairs = [Pair(f"instruction {i}", f"first {i}", f"second {i}") for i in range(200)]
+    judge = tmp_path / "recorded"
+    judge.mkdir()
+    for fname, answer in (("a.json", 0.0), ("b.json", 1.0)):
+        rows = [{"instruction": p.instruction, "output_1": p.output_1, "output_2": p.output_2, "p_output_2": answer}
+                for p in pairs]
+        (judge / fname).write_text(json.dumps(rows))
+    (judge / "config.yaml").write_text("backend: replay\nfiles: [a.json]\n")
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "config.yaml").write_text("members:\n  - {judge: ../recorded}\n"
+                                      "  - {judge: ../recorded, overrides: {files: [b.json]}}\n")
+    anns = load_annotator(str(pool)).annotate(pairs)
+    assert {a.meta["member"]: a.preference for a in anns} == {0: 0.0, 1: 1.0}
+    (pool / "config.yaml").write_text("draw: alpacafarm\nmembers:\n  - {judge: ../recorded, weight: 2}\n"
+                                      "  - {judge: ../recorded}\n")
+    with pytest.raises(FarmError, match="equal weights"):
+        load_annotator(str(pool))
