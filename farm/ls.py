@@ -11,7 +11,10 @@ from farm.data import ANNOTATOR_PROMPTS
 
 
 def list_judges(root: Path = ANNOTATOR_PROMPTS) -> list[dict]:
-    """One row per folder of `root` holding a config.yaml: name, kind (judge/pool), backend, model."""
+    """One row per folder of `root` holding a config.yaml: name, kind (judge/pool), backend (a pool of simulated
+    judges: synthetic), model (a simulated judge: its preset)."""
+    from farm.annotators.folders import is_simulated
+
     rows = []
     if not root.is_dir():
         return rows
@@ -24,8 +27,11 @@ def list_judges(root: Path = ANNOTATOR_PROMPTS) -> list[dict]:
         except yaml.YAMLError:
             cfg = {"backend": "<malformed config.yaml>"}
         kind = "pool" if "members" in cfg else "judge"
-        rows.append({"name": d.name, "kind": kind, "backend": cfg.get("backend", "pool" if kind == "pool" else "?"),
-                     "model": cfg.get("model", "")})
+        backend = cfg.get("backend", "pool" if kind == "pool" else "?")
+        if kind == "pool" and is_simulated(d):
+            backend = "synthetic"
+        rows.append({"name": d.name, "kind": kind, "backend": backend,
+                     "model": cfg.get("model", "") or cfg.get("preset", "")})
     return rows
 
 
@@ -35,17 +41,8 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     if args.what in ("all", "judges"):
         print(f"judges and pools ({ANNOTATOR_PROMPTS}):")
-        for r in list_judges():
+        for r in list_judges():  # backend synthetic: a simulated judge of the world (or a pool of them)
             print(f"  {r['name']:<32} {r['kind']:<6} {r['backend']:<14} {r['model']}")
-        try:
-            # simulated judges of the worlds, calibrated
-            from farm.annotators.synthetic import ANNOTATOR_NAMES
-
-            for name in ANNOTATOR_NAMES:
-                kind = "pool" if name.endswith("pool") else "judge"
-                print(f"  {name:<32} {kind:<6} {'synthetic':<14}")
-        except ImportError:
-            pass
     if args.what in ("all", "methods"):
         from farm.methods import METHODS, available_methods
 

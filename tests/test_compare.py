@@ -140,6 +140,9 @@ def test_notebooks_execute_on_a_run(smoke_run, name):
         os.environ.pop("FARM_RUN_DIR", None)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
+    # figures are shown inline (drawn as Figure objects; no backend forced), headless as here
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert images, f"{name} shows no figure inline"
 
 
 def test_world_noise_study_sweeps_label_noise_on_a_run(smoke_run):

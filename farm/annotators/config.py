@@ -148,6 +148,9 @@ class MemberConfig:
     """noise around this member only"""
     randomize_order: bool | None = None
     """None: the judge's own setting"""
+    overrides: dict = field(default_factory=dict)
+    """judge config keys set for this member only, on top of its folder's config.yaml (a prompt variant's
+    temperature; a simulated judge's name, pool_position and pool_length)"""
 
     def __post_init__(self) -> None:
         if not self.weight > 0:
@@ -164,7 +167,13 @@ class PoolConfig:
     """one line for `farm ls` and the docs"""
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     """noise around the pool's verdicts (e.g. {flip: 0.25} for AlpacaFarm-style training labels)"""
+    draw: Literal["weighted", "alpacafarm"] = "weighted"
+    """how a pair's member is drawn: weighted (∝ weight, seeded by the pool's name; verdicts keep their member's
+    name) | alpacafarm (uniform, seeded by the members' identities, so two pools over the same members pick the
+    same member for a pair; verdicts carry the pool's name): see farm/annotators/pool.py"""
 
     def __post_init__(self) -> None:
         if not self.members:
             raise ValueError("a pool needs at least one member")
+        if self.draw == "alpacafarm" and len({m.weight for m in self.members}) > 1:
+            raise ValueError("an alpacafarm pool draws its members uniformly: give them equal weights")

@@ -41,7 +41,7 @@ from pathlib import Path
 from farm.annotators.backends import make_backend
 from farm.annotators.cache import Verdict
 from farm.annotators.config import JudgeConfig
-from farm.annotators.engine import RunContext, current_context, run_sync
+from farm.annotators.context import RunContext, current_context, run_sync
 from farm.annotators.ledger import estimate_tokens
 from farm.annotators.parsers import PARSERS, Completion
 from farm.annotators.retry import (

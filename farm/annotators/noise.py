@@ -11,7 +11,8 @@ Each wrapper is itself an `Annotator` (name, identity(), annotate(pairs, seed)) 
   as AlpacaEval measures it.
 - `list_bias(judge, strength)`: same, for "the output that contains a list wins" when exactly one does.
 - `swap(judge)`: the judge sees the pair with outputs swapped; the verdict is mapped back (p → 1 - p) and the
-  annotation carries the original pair, so callers never see the swap.
+  annotation carries the original pair, so callers never see the swap. `Swap(judge, rate, salt)` swaps on a
+  seeded coin per pair instead: a judge's `randomize_order` (`farm.annotators.pool.RandomSwap`).
 - `chain(judge, t1, t2, ...)`: applies the transforms in order, innermost first:
   `chain(judge, position_bias(.1), length_bias(.2), flip(.25))` == `flip(length_bias(position_bias(judge, .1),
   .2), .25)`, so the flip is the last thing that happens to a verdict.
@@ -133,21 +134,42 @@ class _ListBias(_Override):
 
 
 @dataclass
-class _Swap:
+class Swap:
+    """Show the judge each pair with its outputs swapped and undo it in the verdict (p → 1 - p); the annotation
+    carries the original pair and `meta["swapped"]`, the shown pair `meta["swapped"] = True` (which the cache
+    stores beside the verdict). `rate` 1: every pair (the `swap` transform, noted in `meta["noise"]`); `rate` < 1:
+    a coin per pair from `pair_rng(seed, pair, "swap:" + salt)` (a judge's `randomize_order`, `RandomSwap`)."""
+
     base: Annotator
+    rate: float = 1.0
+    salt: str = ""
 
     def __post_init__(self) -> None:
-        self.name = f"{self.base.name}+swap"
+        self.rate = _check_strength(self.rate, "swap rate", signed=False)
+        self.name = f"{self.base.name}+swap" if self.rate == 1.0 else self.base.name
 
     def identity(self) -> str:
-        return f"swap<{self.base.identity()}>"
+        if self.rate == 1.0:
+            return f"swap<{self.base.identity()}>"
+        rate = "" if self.rate == 0.5 else f",rate={self.rate!r}"
+        return f"random_swap({self.salt}{rate})<{self.base.identity()}>"
+
+    def flags(self, pairs: Sequence[Pair], seed: int) -> list[bool]:
+        """Which pairs are shown swapped."""
+        if self.rate == 1.0:
+            return [True] * len(pairs)
+        return [bool(pair_rng(seed, p, f"swap:{self.salt}").random() < self.rate) for p in pairs]
 
     def annotate(self, pairs: Sequence[Pair], seed: int = 0) -> list[Annotation]:
-        anns = self.base.annotate([p.swapped() for p in pairs], seed=seed)
+        flags = self.flags(pairs, seed)
+        shown = [replace(p.swapped(), meta={**p.meta, "swapped": True}) if f else p for p, f in zip(pairs, flags)]
         out = []
-        for pair, ann in zip(pairs, anns, strict=True):
-            p = None if ann.preference is None else 1.0 - ann.preference
-            out.append(_note(replace(ann, pair=pair, preference=p), "swap"))
+        for pair, swapped, ann in zip(pairs, flags, self.base.annotate(shown, seed=seed), strict=True):
+            p = ann.preference
+            if swapped and p is not None:
+                p = 1.0 - p
+            ann = replace(ann, pair=pair, preference=p, meta={**ann.meta, "swapped": swapped})
+            out.append(_note(ann, "swap") if self.rate == 1.0 else ann)
         return out
 
 
@@ -206,7 +228,7 @@ def swap(annotator: Annotator | None = None):
     >>> a.preference, a.pair.output_1
     (0.0, 'a')
     """
-    return _Swap if annotator is None else _Swap(annotator)
+    return Swap if annotator is None else Swap(annotator)
 
 
 def chain(annotator: Annotator, *transforms: Transform) -> Annotator:

@@ -18,15 +18,17 @@ Identical outputs are a tie (0.5). Several independent human draws: `make_annota
 person k (k = 0, 1, 2, …); `annotate(pairs, seed)` is the run seed.
 
 `PRESETS`, `POOL_LENGTH` and `POOL_POSITION` hold the fitted parameters (`farm world calibrate --refit` refits
-them and prints target vs achieved; docs/world.md has the table). Pools:
-`alpacafarm_pool` (13 members like AlpacaFarm's annotator_pool_v0 — 5 GPT-4-like, 4 ChatGPT-like,
-4 Davinci-003-like variants — one random member per pair, then 25% label flips, for training) and `eval_pool`
-(the same members, no flips). `gold` prefers the higher gold quality (ties 0.5); `longest` the longer output.
+them and prints target vs achieved; docs/world.md has the table). Which simulated judges and pools exist is data:
+the folders of annotator_prompts/ with `backend: synthetic` (gold, longest, human, gpt4_like, ...) and the pools
+of them (`ANNOTATOR_NAMES`; docs/annotators.md). `alpacafarm_pool` (13 members like AlpacaFarm's
+annotator_pool_v0 — 5 GPT-4-like, 4 ChatGPT-like, 4 Davinci-003-like variants — one random member per pair, then
+25% label flips, for training) and `eval_pool` (the same members, no flips). `gold` prefers the higher gold
+quality (ties 0.5); `longest` the longer output. `make_annotator(name, quality_fn, seed)` loads a folder over a
+world's quality function (a world's `annotator(name)`); this module imports no world.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import sys
@@ -35,9 +37,12 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
+from farm.annotators.folders import find_folder, is_simulated, load_folder, simulated_names
 from farm.annotators.noise import flip
+from farm.annotators.pool import Pool
+from farm.config import read_yaml
 from farm.errors import FarmError
-from farm.types import Annotation, Annotator, Pair, pair_rng, stable_seed
+from farm.types import Annotation, Annotator, Pair, pair_rng
 
 QualityFn = Callable[[str, str, str], dict]  # (instruction, input, output) → {"quality", "core_score", "penalty"}
 
@@ -92,27 +97,19 @@ TARGETS: dict[str, tuple[str, float, float, float]] = {
     "longest": ("longest", 62.19, 1.0, 0.417),
 }
 
-# AlpacaFarm's annotator_pool_v0 has 5 GPT-4, 4 ChatGPT and 4 Davinci-003 prompts/settings. Our members are the
-# three presets shifted in position and scaled in length bias, as different prompts and batch sizes did.
-POOL_MEMBERS: tuple[tuple[str, str, float, float], ...] = (
-    ("gpt4_1", "gpt4_like", 0.0, 1.0), ("gpt4_2", "gpt4_like", 0.2, 0.8), ("gpt4_3", "gpt4_like", -0.2, 1.2),
-    ("gpt4_4", "gpt4_like", 0.1, 1.4), ("gpt4_5", "gpt4_like", -0.1, 0.6),
-    ("chatgpt_1", "chatgpt_like", 0.0, 1.0), ("chatgpt_2", "chatgpt_like", 0.25, 1.3),
-    ("chatgpt_3", "chatgpt_like", -0.25, 0.7), ("chatgpt_4", "chatgpt_like", 0.1, 1.0),
-    ("davinci003_1", "davinci003_like", 0.0, 1.0), ("davinci003_2", "davinci003_like", 0.2, 0.8),
-    ("davinci003_3", "davinci003_like", -0.2, 1.2), ("davinci003_4", "davinci003_like", -0.1, 1.0),
-)
-TRAIN_FLIP = 0.25  # AlpacaFarm's training pool flips 25% of labels (the human inter-annotator variability)
 # Fitted with PRESETS: a scale of every member's length bias and a shift of their position bias, so that the
 # training pool's P(prefer longer) and P(prefer first) match AlpacaEval's `alpaca_farm` row (the flips pull both
-# toward 0.5, so members must be a bit more biased than the presets they vary).
+# toward 0.5, so members must be a bit more biased than the presets they vary). Which members, their own shifts
+# and scales and the training pool's flips are data: annotator_prompts/alpacafarm_pool/config.yaml.
 POOL_LENGTH, POOL_POSITION = 1.233, 0.187
+RULES = ("gold", "longest")
+TRAIN_POOL = "alpacafarm_pool"
 
 
 def _quality_id(quality_fn: QualityFn | None) -> str:
     """Names the quality function and its world's VERSION, so cached verdicts expire when the world changes."""
     module = getattr(quality_fn, "__module__", "?")
-    version = getattr(importlib.import_module(module), "VERSION", "") if module in sys.modules else ""
+    version = getattr(sys.modules[module], "VERSION", "") if module in sys.modules else ""
     return f"{module}.{getattr(quality_fn, '__qualname__', '?')}@{version}"
 
 
@@ -198,79 +195,96 @@ class RuleJudge:
         return out
 
 
-@dataclass
-class SyntheticPool:
-    """One member per pair, drawn uniformly with `pair_rng(seed, pair, name)` (AlpacaFarm's per-example member)."""
+def SyntheticPool(name: str, members: Sequence[Annotator]) -> Pool:
+    """AlpacaFarm's pool over `members`: one uniformly per pair, seeded by the members (`Pool`, draw alpacafarm)."""
+    return Pool(name, members, draw="alpacafarm")
 
-    name: str
-    members: list[Annotator]
 
-    def identity(self) -> str:
-        return json.dumps({"pool": self.name, "members": [m.identity() for m in self.members]})
+def member_params(base: JudgeParams, position: float, length: float, position_shift: float = POOL_POSITION,
+                  length_scale: float = POOL_LENGTH) -> JudgeParams:
+    """A pool member's parameters: `base` with its position bias shifted by `position` (and the pools'
+    `position_shift`) and its length bias scaled by `length` (and the pools' `length_scale`)."""
+    return replace(base, position=base.position + position + position_shift, length=base.length * length * length_scale)
 
-    def annotate(self, pairs: Sequence[Pair], seed: int = 0) -> list[Annotation]:
-        # the draw depends on the members, not the pool's name: a flipped training pool and the evaluation
-        # pool over the same members pick the same member for a pair
-        salt = f"pool:{stable_seed(*(m.identity() for m in self.members))}"
-        which = [int(pair_rng(seed, p, salt).integers(len(self.members))) for p in pairs]
-        out: list[Annotation | None] = [None] * len(pairs)
-        for k, member in enumerate(self.members):
-            idx = [i for i, w in enumerate(which) if w == k]
-            for i, ann in zip(idx, member.annotate([pairs[i] for i in idx], seed=seed)):
-                out[i] = replace(ann, annotator=self.name, meta={**ann.meta, "member": member.name})
-        return out  # type: ignore[return-value]
+
+def _pool_table(pool: str = TRAIN_POOL) -> tuple[tuple[str, str, float, float], ...]:
+    """(member name, preset, pool_position, pool_length) of each member of a pool folder of simulated judges."""
+    folder = find_folder(pool)
+    if folder is None:
+        return ()
+    out = []
+    for m in read_yaml(folder / "config.yaml").get("members", []):
+        over = m.get("overrides", {})
+        judge = find_folder(m["judge"], folder)
+        preset = over.get("preset") or (read_yaml(judge / "config.yaml").get("preset") if judge else m["judge"])
+        out.append((over.get("name", preset), preset, float(over.get("pool_position", 0.0)),
+                    float(over.get("pool_length", 1.0))))
+    return tuple(out)
+
+
+def _pool_flip(pool: str = TRAIN_POOL) -> float:
+    folder = find_folder(pool)
+    return float((read_yaml(folder / "config.yaml").get("noise") or {}).get("flip", 0.0)) if folder else 0.0
+
+
+# AlpacaFarm's annotator_pool_v0 has 5 GPT-4, 4 ChatGPT and 4 Davinci-003 prompts/settings. Our members are the
+# three presets shifted in position and scaled in length bias, as different prompts and batch sizes did.
+POOL_MEMBERS: tuple[tuple[str, str, float, float], ...] = _pool_table()
+TRAIN_FLIP = _pool_flip()  # AlpacaFarm's training pool flips 25% of labels (the human inter-annotator variability)
+ANNOTATOR_NAMES = simulated_names()  # the folders of annotator_prompts/ with backend: synthetic, and their pools
 
 
 def pool_members(quality_fn: QualityFn, presets: dict[str, JudgeParams] | None = None,
                  length_scale: float | None = None, position_shift: float | None = None) -> list[SyntheticJudge]:
-    """The 13 members of AlpacaFarm-like pools: their length biases scaled by `length_scale` (default
-    POOL_LENGTH), their position biases shifted by `position_shift` (default POOL_POSITION)."""
+    """The 13 members of AlpacaFarm-like pools (POOL_MEMBERS): their length biases scaled by `length_scale`
+    (default POOL_LENGTH), their position biases shifted by `position_shift` (default POOL_POSITION)."""
     presets = presets or PRESETS
     scale = POOL_LENGTH if length_scale is None else length_scale
     shift = POOL_POSITION if position_shift is None else position_shift
-    return [SyntheticJudge(name, quality_fn, replace(presets[base], position=presets[base].position + dpos + shift,
-                                                     length=presets[base].length * lmul * scale))
+    return [SyntheticJudge(name, quality_fn, member_params(presets[base], dpos, lmul, shift, scale))
             for name, base, dpos, lmul in POOL_MEMBERS]
 
 
-ANNOTATOR_NAMES = ("gold", "longest", *PRESETS, "alpacafarm_pool", "eval_pool")
-
-
 def make_annotator(name: str, quality_fn: QualityFn, seed: int = 0, **overrides) -> Annotator:
-    """A simulated annotator by name (see ANNOTATOR_NAMES). `seed` picks the person/instance (`draw`);
-    `overrides` replace JudgeParams fields of a preset."""
-    if name in ("gold", "longest"):
-        return RuleJudge(name, quality_fn)
-    if name in ("alpacafarm_pool", "eval_pool"):
-        pool = SyntheticPool(name, pool_members(quality_fn))
-        return pool if name == "eval_pool" else flip(pool, TRAIN_FLIP)
-    if name not in PRESETS:
-        raise FarmError(f"unknown simulated annotator '{name}'", field="preset",
-                        hint=f"known: {', '.join(ANNOTATOR_NAMES)}")
-    known = {f.name for f in fields(JudgeParams)}
-    bad = set(overrides) - known
-    if bad:
-        raise FarmError(f"unknown judge parameter(s) {sorted(bad)}", hint=f"known: {', '.join(sorted(known))}")
-    return SyntheticJudge(name, quality_fn, replace(PRESETS[name], **overrides), draw=seed)
+    """A simulated annotator by name: the folder annotator_prompts/<name>/ (see ANNOTATOR_NAMES: a judge with
+    `backend: synthetic`, or a pool of them) over `quality_fn`. `seed` picks the person/instance (`draw`);
+    `overrides` replace JudgeParams fields of a preset. The code presets (RULES, PRESETS) also load without a
+    folder."""
+    folder = find_folder(name) if "/" not in name else None
+    if folder is not None and is_simulated(folder):
+        return load_folder(folder, overrides, synthetic=lambda cfg, draw: build_synthetic(cfg, draw, quality_fn),
+                           seed=seed)
+    if name in RULES or name in PRESETS:
+        return build_synthetic({"preset": name, **overrides}, seed, quality_fn)
+    raise FarmError(f"unknown simulated annotator '{name}'", field="preset",
+                    hint=f"known: {', '.join(ANNOTATOR_NAMES)} (folders of annotator_prompts/ with backend: synthetic)")
 
 
-def build_synthetic(config: dict, seed: int = 0) -> Annotator:
-    """The annotator for a judge config with `backend: synthetic`.
+def build_synthetic(config: dict, seed: int = 0, quality_fn: QualityFn | None = None) -> Annotator:
+    """The annotator for a judge config with `backend: synthetic`, over `quality_fn` (a world's gold quality).
 
-    Keys: backend ("synthetic"), world (default "tasks"), preset (a name in ANNOTATOR_NAMES), draw (person,
-    default `seed`), flip (an extra label-flip rate), and any JudgeParams field to override the preset.
+    Keys: backend ("synthetic"), world (default "tasks"), preset (gold, longest, a name in PRESETS, or a pool
+    folder of simulated judges), name (the judge's name, default the preset's), draw (person, default `seed`),
+    flip (an extra label-flip rate), pool_position / pool_length (a pool member: `member_params`), and any
+    JudgeParams field to override the preset.
 
-    >>> j = build_synthetic({"backend": "synthetic", "world": "tasks", "preset": "gpt4_like", "flip": 0.1})
+    Without `quality_fn`, the named world's `quality_parts` is used if that world's module is already imported:
+    this module never imports a world (the worlds import it). `farm.annotators.load_annotator` imports the
+    world a judge folder names; a world's own `annotator(name)` passes its quality function in.
+
+    >>> from farm.worlds.tasks import quality_parts
+    >>> j = build_synthetic({"backend": "synthetic", "world": "tasks", "preset": "gpt4_like", "flip": 0.1},
+    ...                     quality_fn=quality_parts)
     >>> j.name
     'gpt4_like+flip(0.1)'
     """
-    from farm.worlds import WORLDS
+    from farm.worlds import WORLDS  # the table of world names (a module that imports nothing)
 
     cfg = dict(config)
     backend = cfg.pop("backend", "synthetic")
     if backend != "synthetic":
         raise FarmError(f"build_synthetic got backend '{backend}'", field="backend", hint="expected 'synthetic'")
-    cfg.pop("name", None)
+    name = cfg.pop("name", None)
     world = cfg.pop("world", "tasks")
     if world not in WORLDS:
         raise FarmError(f"unknown world '{world}'", field="world", hint=f"known: {', '.join(WORLDS)}")
@@ -279,8 +293,38 @@ def build_synthetic(config: dict, seed: int = 0) -> Annotator:
         raise FarmError("a synthetic judge needs a preset", field="preset", hint=f"one of {', '.join(ANNOTATOR_NAMES)}")
     draw = int(cfg.pop("draw", seed))
     extra_flip = float(cfg.pop("flip", 0.0))
-    quality_fn = importlib.import_module(WORLDS[world]).quality_parts
-    if cfg and preset not in PRESETS:
-        raise FarmError(f"parameters {sorted(cfg)} only apply to single judges, not '{preset}'", field=next(iter(cfg)))
-    annotator = make_annotator(preset, quality_fn, seed=draw, **cfg)
+    variant = cfg.pop("pool_position", None), cfg.pop("pool_length", None)
+    if quality_fn is None:
+        quality_fn = world_quality(world)
+    if (cfg or variant != (None, None)) and preset not in PRESETS:
+        raise FarmError(f"parameters {sorted(cfg)} only apply to single judges, not '{preset}'",
+                        field=next(iter(cfg), "pool_position"))
+    if preset in RULES:
+        annotator: Annotator = RuleJudge(preset, quality_fn)
+    elif preset in PRESETS:
+        params = PRESETS[preset]
+        if variant != (None, None):
+            params = member_params(params, float(variant[0] or 0.0), 1.0 if variant[1] is None else float(variant[1]))
+        known = {f.name for f in fields(JudgeParams)}
+        bad = set(cfg) - known
+        if bad:
+            raise FarmError(f"unknown judge parameter(s) {sorted(bad)}", hint=f"known: {', '.join(sorted(known))}")
+        annotator = SyntheticJudge(name or preset, quality_fn, replace(params, **cfg), draw=draw)
+    else:  # a pool folder of simulated judges
+        folder = find_folder(preset)
+        if folder is None or "members" not in read_yaml(folder / "config.yaml") or not is_simulated(folder):
+            raise FarmError(f"unknown simulated annotator '{preset}'", field="preset",
+                            hint=f"known: {', '.join(ANNOTATOR_NAMES)}")
+        annotator = make_annotator(preset, quality_fn, seed=draw)
     return flip(annotator, extra_flip) if extra_flip else annotator
+
+
+def world_quality(world: str) -> QualityFn:
+    """The gold quality function of a world whose module is already imported (FarmError otherwise)."""
+    from farm.worlds import WORLDS
+
+    module = sys.modules.get(WORLDS.get(world, ""))
+    if module is None:
+        raise FarmError(f"world '{world}' is not loaded", field="world",
+                        hint="pass quality_fn=, or load the judge with farm.annotators.load_annotator")
+    return module.quality_parts

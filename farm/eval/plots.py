@@ -1,30 +1,37 @@
-"""PNG figures for leaderboards and judge meta-evaluation (matplotlib, Agg backend: no display needed)."""
+"""PNG figures for leaderboards and judge meta-evaluation.
+
+Each function draws on a `matplotlib.figure.Figure` (no pyplot state, no backend switch: it works on a server
+without a display and leaves a notebook's inline backend alone), writes it to `path` when one is given, and
+returns it: the last expression of a notebook cell, or `display(fig)`, shows it inline.
+"""
 
 from __future__ import annotations
 
 import io
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from farm.io import atomic_write_bytes
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)  # headless: CI, servers, notebooks executed by the tests
-    import matplotlib.pyplot as plt
-
-    return plt
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
 
 
-def _save(fig, path: str | os.PathLike) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    _pyplot().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+def _figure(w: float, h: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(w, h))
+
+
+def _save(fig: Figure, path: str | os.PathLike | None) -> Figure:
+    if path is not None:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+        atomic_write_bytes(path, buf.getvalue())
+    return fig
 
 
 def _interval(lb: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
@@ -38,12 +45,13 @@ def _interval(lb: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros_like(v), np.zeros_like(v)
 
 
-def winrate_bars(lb: pd.DataFrame, path: str | os.PathLike, title: str = "Win rate vs baseline") -> None:
+def winrate_bars(lb: pd.DataFrame, path: str | os.PathLike | None = None,
+                 title: str = "Win rate vs baseline") -> Figure:
     """Horizontal bars of win rate (best on top) with 95% intervals, and LC win rate as dots when present."""
-    plt = _pyplot()
     lb = lb.sort_values("win_rate")
     lo, hi = _interval(lb, "win_rate")
-    fig, ax = plt.subplots(figsize=(7, 0.32 * len(lb) + 1.2))
+    fig = _figure(7, 0.32 * len(lb) + 1.2)
+    ax = fig.subplots()
     y = np.arange(len(lb))
     ax.barh(y, lb["win_rate"], xerr=np.nan_to_num([lo, hi]), color="#4C72B0", ecolor="#333333", capsize=2,
             label="win rate (95% interval)")
@@ -55,14 +63,15 @@ def winrate_bars(lb: pd.DataFrame, path: str | os.PathLike, title: str = "Win ra
     ax.set_xlabel("% preferred over the baseline")
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
-    _save(fig, path)
+    return _save(fig, path)
 
 
-def winrate_vs_length(lb: pd.DataFrame, path: str | os.PathLike, title: str = "Win rate vs output length") -> None:
+def winrate_vs_length(lb: pd.DataFrame, path: str | os.PathLike | None = None,
+                      title: str = "Win rate vs output length") -> Figure:
     """Scatter of win rate against average output length (characters), with 95% intervals and names."""
-    plt = _pyplot()
     lo, hi = _interval(lb, "win_rate")
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig = _figure(7, 5)
+    ax = fig.subplots()
     ax.errorbar(lb["avg_length"], lb["win_rate"], yerr=np.nan_to_num([lo, hi]), fmt="o", color="#4C72B0",
                 ecolor="#999999", capsize=2, label="win rate")
     if "length_controlled_winrate" in lb:
@@ -75,13 +84,12 @@ def winrate_vs_length(lb: pd.DataFrame, path: str | os.PathLike, title: str = "W
     ax.set_ylabel("% preferred over the baseline")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    return _save(fig, path)
 
 
-def agreement_table_plot(table: pd.DataFrame, path: str | os.PathLike,
-                         title: str = "Agreement with the human majority") -> None:
+def agreement_table_plot(table: pd.DataFrame, path: str | os.PathLike | None = None,
+                         title: str = "Agreement with the human majority") -> Figure:
     """The evaluator leaderboard as a picture: a table of the main figures, one row per judge."""
-    plt = _pyplot()
     cols = [c for c in ("agreement", "agreement_no_ties", "agreement_soft", "bias", "variance",
                         "p_prefer_longer", "p_prefer_first", "p_prefer_lists", "n_parsed", "n_unparsed")
             if c in table.columns]
@@ -90,7 +98,8 @@ def agreement_table_plot(table: pd.DataFrame, path: str | os.PathLike,
         cells.append(["" if pd.isna(v) else (f"{v:.0f}" if c.startswith("n_") else
                                              f"{v:.2f}" if c.startswith("p_") else f"{v:.1f}")
                       for c, v in row.items()])
-    fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 2.5, 0.4 * len(table) + 1))
+    fig = _figure(1.1 * len(cols) + 2.5, 0.4 * len(table) + 1)
+    ax = fig.subplots()
     ax.axis("off")
     t = ax.table(cellText=cells, rowLabels=list(table.index), colLabels=[c.replace("_", " ") for c in cols],
                  loc="center")
@@ -98,4 +107,4 @@ def agreement_table_plot(table: pd.DataFrame, path: str | os.PathLike,
     t.set_fontsize(8)
     t.scale(1, 1.3)
     ax.set_title(title)
-    _save(fig, path)
+    return _save(fig, path)

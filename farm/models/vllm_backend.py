@@ -111,14 +111,14 @@ class VLLMGenerator:
 def logprob_consistency(model, gen: Generation, sampler_logprobs, *, temperature: float = 1.0,
                         atol: float = 0.05) -> dict[str, float | bool | int]:
     """Compare a sampler's log-probs of the sampled tokens (B, R) with the training forward's
-    (`farm.methods.maths.response_logprobs`) on the tokens where `gen.response_mask` is 1.
+    (`farm.models.logprobs.response_logprobs`) on the tokens where `gen.response_mask` is 1.
 
     Returns max_abs_diff, mean_abs_diff, n_tokens and ok (max_abs_diff <= atol). Typical values: fp32 on the
     same weights ~1e-5; bf16 vLLM vs bf16 HF ~1e-2 mean with a max of a few tenths on rare tokens.
     """
     import torch
 
-    from farm.methods.maths import response_logprobs
+    from farm.models.logprobs import response_logprobs
 
     device = next(model.parameters()).device
     with torch.no_grad():
@@ -137,7 +137,7 @@ def unpadded_logprobs(model, gen: Generation, temperature: float = 1.0):
     reference for the batched, left-padded training forward (and a stand-in sampler when vLLM is absent)."""
     import torch
 
-    from farm.methods.maths import logprobs_from_logits
+    from farm.models.logprobs import logprobs_from_logits
 
     device = next(model.parameters()).device
     out = torch.zeros(gen.response_ids.shape, dtype=torch.float32)
