@@ -19,11 +19,7 @@ MAX_LINES = 600
 
 # Imports that close a circle today, in files other teams own, each with who removes it. The check runs on the
 # graph without them; empty this when they are gone.
-KNOWN_CIRCLE_EDGES: dict[tuple[str, str], str] = {
-    # farm/run.py imports `_quiet_libraries` from farm/cli.py, whose command table names farm.run (and the
-    # commands that import farm.run: report_cli, reproduce, reproduce_world)
-    ("farm.run", "farm.cli"): "lead fixes",
-}
+KNOWN_CIRCLE_EDGES: dict[tuple[str, str], str] = {}
 
 # Files over MAX_LINES today that are not split yet, each with the reason. Empty this when they are split.
 LONG_FILES: dict[str, str] = {}
