@@ -133,8 +133,9 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "<config>", pref
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:  # __post_init__ validation
-        if isinstance(e, FarmError):
-            raise
+        if isinstance(e, FarmError):  # one naming its own field: the field as the user wrote it (with the prefix)
+            field = prefix + e.field if e.field and not e.field.startswith(prefix) else e.field
+            raise FarmError(e.message, file=e.file or source, line=e.line, field=field, hint=e.hint) from None
         raise FarmError(str(e), file=source) from None
 
 

@@ -8,7 +8,9 @@ import importlib
 import pytest
 
 from farm.config import load_config
+from farm.errors import FarmError
 from farm.methods import METHODS
+from farm.methods.loop import RL_TRAIN_READS
 
 
 def _required(cls) -> dict:
@@ -43,7 +45,12 @@ def test_setting_one_train_key_keeps_every_other_default_the_method_declares(met
             new = _changed(getattr(default, f.name))
             if new is None:
                 continue
-            cfg = load_config(cls, base=_required(cls), overrides=[f"{block}.{f.name}={new}"])
+            try:
+                cfg = load_config(cls, base=_required(cls), overrides=[f"{block}.{f.name}={new}"])
+            except FarmError as e:  # a key the method does not read is refused by name, never silently ignored
+                assert e.field == f"{block}.{f.name}" and "does not read" in e.message, (method, e)
+                assert f.name not in RL_TRAIN_READS, (method, f.name)
+                continue
             got = getattr(cfg, block)
             assert getattr(got, f.name) == new
             for other in dataclasses.fields(default):
@@ -64,3 +71,14 @@ def test_a_mapping_field_keeps_its_default_keys():
 
     cfg = load_config(CompareConfig, overrides=["world.sizes.eval=810"])
     assert cfg.world.sizes["eval"] == 810 and cfg.world.sizes["sft"] == CompareConfig().world.sizes["sft"]
+
+
+@pytest.mark.parametrize("method,key", [("ppo", "lora_r=8"), ("rloo", "max_steps=5"), ("grpo", "schedule=cosine")])
+def test_an_rl_method_refuses_a_train_key_it_does_not_read(method, key, tmp_path):
+    cls = importlib.import_module(METHODS[method]).Config
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"train:\n  lr: 1.0e-3\n  {key.replace('=', ': ')}\n")
+    with pytest.raises(FarmError, match="does not read") as e:
+        load_config(cls, cfg)
+    assert e.value.field == "train." + key.split("=")[0]
+    load_config(cls, overrides=["train.lr=1e-3", "train.seed=3", "train.progress=false"])  # the keys it reads

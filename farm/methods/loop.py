@@ -15,6 +15,7 @@ gradient sync only; the scheduler is ours (stepped once per optimizer step on ev
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -111,6 +112,23 @@ def rl_train_config(**kw) -> TrainConfig:
     base: dict[str, Any] = {"weight_decay": 0.01, "adam_betas": [0.9, 0.999], "adam_eps": 1e-5,
                             "schedule": "constant", "warmup_ratio": 0.0}
     return TrainConfig(**{**base, **kw})
+
+
+RL_TRAIN_READS = frozenset({"lr", "optimizer", "weight_decay", "adam_betas", "adam_eps", "max_grad_norm", "seed",
+                            "device", "dtype", "progress"})
+"""the `train:` keys the RL loops read (their batch sizes, passes and checkpoints are their own fields)"""
+
+
+def refuse_unread_train_keys(tc: TrainConfig, method: str, reads: frozenset = RL_TRAIN_READS) -> None:
+    """A `train.<key>` this method does not read, set away from its default, is an error rather than silently
+    ignored (e.g. `train.lora_r` on PPO, `train.max_steps` on RLOO: their own `steps` count)."""
+    default = rl_train_config()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in reads and getattr(tc, f.name) != getattr(default, f.name):
+            raise FarmError(f"{method} does not read train.{f.name} (set to {getattr(tc, f.name)!r})",
+                            field=f"train.{f.name}",
+                            hint=f"{method} reads train.{{{', '.join(sorted(reads))}}}; its batch sizes, steps and "
+                                 "checkpoints are its own keys (see its Config)")
 
 
 def make_optimizer(model_or_params, tc: TrainConfig, lr: float | None = None):

@@ -26,7 +26,13 @@ import numpy as np
 import torch
 
 from farm.methods import maths
-from farm.methods.loop import RL_TRAIN_RENAMED, TrainConfig, make_optimizer, rl_train_config
+from farm.methods.loop import (
+    RL_TRAIN_RENAMED,
+    TrainConfig,
+    make_optimizer,
+    refuse_unread_train_keys,
+    rl_train_config,
+)
 from farm.methods.rollout import (
     KLController,
     collect_rollout,
@@ -113,6 +119,7 @@ class Config:
     max_grad_norm (each model), seed (prompt order, sampling, initialisation), device, dtype, progress"""
 
     def __post_init__(self):
+        refuse_unread_train_keys(self.train, "ppo")
         if self.kl_estimator not in ("k1", "k3"):
             raise ValueError(f"kl_estimator must be k1 or k3, got {self.kl_estimator!r}")
         if min(self.rollout_batch_size, self.minibatch_size, self.micro_batch_size) < 1:

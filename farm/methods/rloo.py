@@ -24,7 +24,13 @@ import numpy as np
 import torch
 
 from farm.methods import maths
-from farm.methods.loop import RL_TRAIN_RENAMED, TrainConfig, make_optimizer, rl_train_config
+from farm.methods.loop import (
+    RL_TRAIN_RENAMED,
+    TrainConfig,
+    make_optimizer,
+    refuse_unread_train_keys,
+    rl_train_config,
+)
 from farm.methods.rollout import (
     disable_dropout,
     group_rollout,
@@ -91,6 +97,7 @@ class Config:
     max_grad_norm, seed (prompt order and sampling), device, dtype, progress"""
 
     def __post_init__(self):
+        refuse_unread_train_keys(self.train, "rloo")
         if self.k < 2:
             raise ValueError("k must be at least 2 (the leave-one-out baseline needs another response)")
         n = self.prompts_per_step * self.k
