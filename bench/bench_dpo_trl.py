@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import emit, model_dir, prompt, run_worker  # noqa: E402
 
 from farm.methods import dpo  # noqa: E402
-from farm.methods.loop import TrainConfig  # noqa: E402
+from farm.methods.loop import TrainConfig
+from farm.methods.pairs import precompute_reference  # noqa: E402
 from farm.models.loading import load_causal_lm  # noqa: E402
 
 BETA = 0.1
@@ -55,7 +56,7 @@ def run_ours(model_dir: str, pairs: list[dict], steps: int) -> dict:
                      train=TrainConfig(lr=LR, schedule="constant", warmup_ratio=0.0, per_device_batch_size=len(pairs),
                                        max_steps=steps, max_grad_norm=1.0, progress=False, device="cpu"))
     t0 = time.perf_counter()
-    ex = dpo.precompute_reference(model, tok, pairs, cfg)
+    ex = precompute_reference(model, tok, pairs, dpo.LOSSES[cfg.loss], cfg.max_prompt_tokens, cfg.max_response_tokens)
     t1 = time.perf_counter()
     res = dpo.train(model, tok, ex, cfg)
     t2 = time.perf_counter()
