@@ -31,22 +31,21 @@ from farm.methods import maths
 from farm.methods.loop import (
     RL_TRAIN_RENAMED,
     TrainConfig,
-    make_optimizer,
     refuse_unread_train_keys,
     rl_train_config,
 )
 from farm.methods.rollout import (
-    disable_dropout,
     group_rollout,
     iterate,
     local_minibatch,
     minibatch_updates,
     response_logprobs_tail,
+    run_policy_only,
     select_rows,
-    start_run,
+    start_policy_only,
 )
 from farm.methods.scorers import REWARD_RENAMED, RewardSpec, Scorer
-from farm.methods.shard import SINGLE, Shard, current_shard
+from farm.methods.shard import SINGLE, Shard
 
 # ----- loss normalisations: Σ of a micro-batch's per-token losses → its share of the minibatch loss -----
 
@@ -217,16 +216,7 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
     """`cfg.steps` GRPO iterations on instruction `records`, in place on `policy`. Returns per-step metrics.
     After each step `on_step(step, policy, state)` gets the loop state; passing it back as `resume` (with the
     policy restored) continues exactly where it stopped."""
-    import copy
-
-    torch.manual_seed(cfg.train.seed)
-    ref_policy = ref_policy if ref_policy is not None else copy.deepcopy(policy)
-    ref_policy.requires_grad_(False).eval()
-    disable_dropout(policy)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = make_optimizer(params, cfg.train)
-    shard = current_shard(cfg.train.device)  # one process unless under `accelerate launch` (farm/methods/shard.py)
-    local_minibatch(cfg, shard)
+    ref_policy, params, opt, shard = start_policy_only(policy, ref_policy, cfg)
 
     def one_step(step: int, rng: np.random.Generator) -> dict:
         ro, timing, first = group_rollout(policy, ref_policy, tokenizer, records, scorer, cfg, rng, shard)
@@ -292,12 +282,4 @@ def update_on_rollout(policy, opt, params, ro, adv: torch.Tensor, first, cfg: Co
 def run(cfg: Config, scorer: Scorer | None = None, annotator=None) -> dict[str, Any]:
     """Read `cfg.prompts`, train from `cfg.policy` against `scorer` (default: `cfg.reward`), write `model/` and
     `metrics.jsonl` under `cfg.output_dir`; with `save_every`, a re-run resumes from `checkpoint/`."""
-    r = start_run(cfg, "grpo", ("policy",), scorer, annotator)
-
-    def on_step(step: int, model, state: dict) -> None:
-        if cfg.save_every and step % cfg.save_every == 0:
-            r.save(step, state, policy=model)
-
-    history = train(r.policy, r.tokenizer, r.records, r.scorer, cfg, ref_policy=r.ref, log=r.log, on_step=on_step,
-                    resume=r.resume)
-    return r.finish(history)
+    return run_policy_only(cfg, "grpo", train, scorer, annotator)

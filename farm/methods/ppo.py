@@ -148,8 +148,9 @@ def ppo_losses(logprobs, old_logprobs, advantages, values, old_values, returns, 
 # ----- training -----
 
 
-def _whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return maths.masked_whiten(x, mask.float()) if mask.sum() > 1 else x
+def _whiten(x: torch.Tensor, mask: torch.Tensor, shard: Shard = SINGLE) -> torch.Tensor:
+    """Advantages whitened over every process's real tokens (left as they are with fewer than two)."""
+    return shard.masked_whiten(x, mask.float()) if shard.all_sum(mask.sum()) > 1 else x
 
 
 def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Config, *, ref_policy=None,
@@ -182,10 +183,7 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
 
     def one_step(step: int, rng: np.random.Generator) -> dict:
         chosen = rng.choice(len(records), cfg.rollout_batch_size, replace=len(records) < cfg.rollout_batch_size)
-        seed = int(rng.integers(2**62))
-        if shard.world > 1:  # this process's block of the prompts, its own sampling stream
-            chosen, seed = chosen[shard.local_groups(len(chosen))], int(np.random.default_rng([seed, shard.rank])
-                                                                            .integers(2**62))
+        chosen, seed = shard.local_draw(chosen, int(rng.integers(2**62)))  # this process's prompts and stream
         batch = [records[i] for i in chosen]
         ro, timing = collect_rollout(policy, ref_policy, tokenizer, batch, scorer, style=cfg.prompt_style,
                                      temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
@@ -201,7 +199,7 @@ def train(policy, tokenizer, records: Sequence[dict], scorer: Scorer, cfg: Confi
             rewards = -kl_ctl.value * kl + maths.terminal_rewards(ro.scores, ro.response_mask)  # (B, R)
             advantages, returns = maths.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
             if cfg.whiten_advantages:
-                advantages = _whiten(advantages, mask) if shard.world == 1 else shard.masked_whiten(advantages, mask)
+                advantages = _whiten(advantages, mask, shard)
         stats = update_on_rollout(policy, value_model, pol_opt, val_opt, pol_params, val_params, ro,
                                   advantages, returns, old_values, cfg, rng, shard)
         seq_kl = shard.mean(kl.sum(-1))

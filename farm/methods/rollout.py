@@ -195,10 +195,7 @@ def group_rollout(policy, ref_policy, tokenizer, records: Sequence[dict], scorer
     With `shard.world` > 1 every process draws the same prompts and samples its block of the groups
     (`shard.local_groups`) with its own seed; the sizes compared are then the local ones."""
     chosen = rng.choice(len(records), cfg.prompts_per_step, replace=len(records) < cfg.prompts_per_step)
-    seed = int(rng.integers(2**62))
-    if shard.world > 1:
-        chosen, seed = chosen[shard.local_groups(len(chosen))], int(np.random.default_rng([seed, shard.rank])
-                                                                        .integers(2**62))
+    chosen, seed = shard.local_draw(chosen, int(rng.integers(2**62)))
     batch = [records[i] for i in chosen for _ in range(cfg.k)]  # k consecutive copies per prompt
     on_policy = cfg.epochs == 1 and cfg.micro_batch_size == local_minibatch(cfg, shard) == len(batch)
     ro, timing = collect_rollout(policy, ref_policy, tokenizer, batch, scorer, style=cfg.prompt_style,
@@ -218,6 +215,25 @@ def local_minibatch(cfg, shard: Shard = SINGLE) -> int:
     if shard.world > 1:
         shard.local(cfg.prompts_per_step, "prompts_per_step")
     return shard.local(cfg.minibatch_size, "minibatch_size")
+
+
+def start_policy_only(policy, ref_policy, cfg) -> tuple[Any, list, Any, Shard]:
+    """The start of a critic-free loop's `train` (RLOO, GRPO): the run's seed, the frozen reference (a copy of the
+    policy unless given), dropout off, the optimiser over the trainable parameters, this process's Shard (sizes
+    checked). Returns (reference, params, optimiser, shard)."""
+    import copy
+
+    from farm.methods.loop import make_optimizer
+
+    torch.manual_seed(cfg.train.seed)
+    ref_policy = ref_policy if ref_policy is not None else copy.deepcopy(policy)
+    ref_policy.requires_grad_(False).eval()
+    disable_dropout(policy)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = make_optimizer(params, cfg.train)
+    shard = current_shard(cfg.train.device)  # one process unless under `accelerate launch` (farm/methods/shard.py)
+    local_minibatch(cfg, shard)
+    return ref_policy, params, opt, shard
 
 
 def select_rows(ro: Rollout, idx: torch.Tensor) -> Rollout:
@@ -337,6 +353,20 @@ class RLRun:
             save_model(self.policy, self.tokenizer, self.out / "model")
         return {"model": str(self.out / "model"), "metrics": str(self.out / "metrics.jsonl"), "steps": len(history),
                 "reward": history[-1]["reward"], "kl": history[-1]["kl"], **extra, **scorer_stats(self.scorer)}
+
+
+def run_policy_only(cfg, method: str, train: Callable, scorer: Scorer | None = None, annotator=None) -> dict[str, Any]:
+    """`run` of a critic-free method (RLOO, GRPO): start the run folder, `train` with a resumable checkpoint every
+    `cfg.save_every` steps, save the model."""
+    r = start_run(cfg, method, ("policy",), scorer, annotator)
+
+    def on_step(step: int, model, state: dict) -> None:
+        if cfg.save_every and step % cfg.save_every == 0:
+            r.save(step, state, policy=model)
+
+    history = train(r.policy, r.tokenizer, r.records, r.scorer, cfg, ref_policy=r.ref, log=r.log, on_step=on_step,
+                    resume=r.resume)
+    return r.finish(history)
 
 
 def start_run(cfg, method: str, models: Sequence[str], scorer: Scorer | None = None, annotator=None) -> RLRun:

@@ -52,6 +52,15 @@ class Shard:
         per = n_groups // self.world
         return slice(self.rank * per, (self.rank + 1) * per)
 
+    def local_draw(self, chosen, seed: int) -> tuple:
+        """This process's block of a step's drawn prompts (or prompt groups) and its own sampling seed; unchanged
+        in one process."""
+        if self.world == 1:
+            return chosen, seed
+        import numpy as np
+
+        return chosen[self.local_groups(len(chosen))], int(np.random.default_rng([seed, self.rank]).integers(2**62))
+
     def all_sum(self, x: torch.Tensor) -> torch.Tensor:
         """x summed over processes (a new tensor; x itself when world is 1)."""
         if self.world == 1:
