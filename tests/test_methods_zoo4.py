@@ -205,7 +205,7 @@ def test_kto_grad_accumulation_1x8_equals_8x1_with_a_step_level_reference_point(
                                            max_steps=2, max_grad_norm=0.0, progress=False))
         res = kto.train(model.double(), tok, _kto_examples(4), cfg)
         after.append(_params(model))
-        assert res["history"][1]["z0"] >= 0
+        assert len(res["history"]) == 2  # (z0 is clamped at 0: tests/test_methods_zoo4_dist.py makes it positive)
     for name in after[0]:
         torch.testing.assert_close(after[0][name], after[1][name], atol=1e-9, rtol=1e-7)
 
