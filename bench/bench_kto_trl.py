@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/bench_kto_trl.py` from anywhere
 from bench.bench_grpo_trl import trl_train
 from farm.methods import kto
 from farm.methods.data import tokenize_pairs
