@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from farm.errors import FarmError
 from farm.eval import leaderboard
 from farm.eval.frames import to_frame
 from farm.eval.glm import l1_logistic, l1_logistic_cv, soft_log_loss
@@ -103,13 +104,73 @@ def test_the_reference_rescues_a_model_whose_lengths_do_not_vary(tmp_path):
     assert load_references(path)[0].difficulty == ref.difficulty
 
 
-def test_shipped_references_and_auto_choice(shared_data):
+def test_shipped_reference_and_auto_choice(shared_data):
     refs = {r.name: r for r in load_references()}
-    assert set(refs) >= {"alpaca_eval_gpt4", "weighted_alpaca_eval_gpt4_turbo"}
+    assert set(refs) == {"alpaca_eval"}
+    ref = refs["alpaca_eval"]
+    assert ref.any_baseline and len(ref.difficulty) == 805 and [g["name"] for g in ref.gamed] == [
+        "gpt4_1106_preview_verbose", "gpt4_1106_preview_concise"]
+    F, y = ref.gamed_rows()  # the explicit gamed rows: x from real lengths, no quality term, targets in (0, 1)
+    assert F.shape == (2 * 805, 3) and (F[:, 2] == 0).all() and ((y > 0) & (y < 1)).all()
+    assert F[:805, 0].mean() < 0 < F[805:, 0].mean()  # the verbose rewrite is longer than the baseline
+    assert 0.5 < ref.calibration["b"] < 2 and ref.calibration["lc_rmse"] < ref.calibration["lc_rmse_unscaled"]
     ae1 = to_frame(shared_data / "alpaca_eval/annotations_alpaca_eval_gpt4/gpt4.json.gz")
-    assert find_reference(ae1).name == "alpaca_eval_gpt4"  # baseline text_davinci_003, 805 known instructions
-    other = ae1.assign(generator_1="my_baseline")
-    assert find_reference(other) is None  # another baseline: no difficulty term, no gamed rows
+    assert find_reference(ae1).name == "alpaca_eval"  # baseline text_davinci_003: AlpacaEval's for any baseline
+    assert find_reference(ae1.assign(generator_1="my_baseline")).name == "alpaca_eval"
+    assert find_reference(ae1.assign(instruction=ae1["instruction"] + " (rephrased)")) is None
+
+
+def test_alpaca_eval_reference_rebuilt_from_a_checkout(tmp_path):
+    """farm.eval.lc_alpaca on a made-up checkout with a known difficulty scale: the joint fit's d, mapped by
+    the fitted (a, b), reproduces the published LC, and the gamed rows follow the published weights."""
+    from farm.eval.glm import sigmoid
+    from farm.eval.lc_alpaca import JUDGE, LEADERBOARD, WEIGHTS, build_alpaca_eval_reference
+    from farm.eval.lc_reference import instruction_hash
+
+    rng = np.random.default_rng(3)
+    n, models = 300, [f"m{j}" for j in range(6)]
+    d_true = rng.normal(0, 1.2, n)
+    base = [f"base answer {'x' * int(k)}" for k in rng.integers(50, 400, n)]
+    for j, m in enumerate(models):
+        theta = -1.5 + 0.6 * j
+        lens = rng.integers(50, 700, n)
+        p = sigmoid(theta + d_true)
+        rows = [{"instruction": f"q{i}", "output_1": base[i], "output_2": "y" * int(lens[i]),
+                 "generator_1": "gpt4_1106_preview", "generator_2": m, "annotator": JUDGE,
+                 "preference": 1 + float(p[i])}
+                for i in range(n)]
+        (tmp_path / f"results/{m}/{JUDGE}").mkdir(parents=True)
+        (tmp_path / f"results/{m}/{JUDGE}/annotations.json").write_text(json.dumps(rows))
+    # published weights (β, γ, θ) and LC made with the true difficulty; LC = 100 mean σ(θ + γ d)
+    W = pd.DataFrame({"np.tanh(std_delta_len)": -1.0, "instruction_difficulty": rng.uniform(0.5, 1.2, 12),
+                      "not_gamed_baseline.astype(float)": rng.uniform(-3, 2, 12)},
+                     index=[f"w{k}" for k in range(10)] + ["gpt4_1106_preview_verbose", "gpt4_1106_preview_concise"])
+    lc = 100 * sigmoid(W.iloc[:, 2].to_numpy()[:, None] + W.iloc[:, 1].to_numpy()[:, None] * d_true[None]).mean(1)
+    (tmp_path / WEIGHTS).parent.mkdir(parents=True)
+    W.to_csv(tmp_path / WEIGHTS)
+    (tmp_path / LEADERBOARD).parent.mkdir(parents=True)
+    pd.DataFrame({"length_controlled_winrate": lc}, index=W.index).to_csv(tmp_path / LEADERBOARD)
+    for name, extra in (("gpt4_1106_preview", 0), ("gpt4_1106_preview_verbose", 300), ("gpt4_1106_preview_concise", -40)):
+        (tmp_path / f"results/{name}").mkdir(parents=True, exist_ok=True)
+        outs = [{"instruction": f"q{i}", "output": base[i] + "z" * max(extra + int(rng.integers(0, 50)), 0)}
+                for i in range(n)]
+        (tmp_path / f"results/{name}/model_outputs.json").write_text(json.dumps(outs))
+
+    ref = build_alpaca_eval_reference(tmp_path)
+    d = np.array([ref.difficulty[instruction_hash(f"q{i}\x1f")] for i in range(n)])
+    assert np.corrcoef(d, d_true)[0, 1] > 0.9
+    assert ref.calibration["lc_rmse"] < 0.5 < ref.calibration["lc_rmse_unscaled"]  # the scale was needed
+    verbose = ref.gamed[0]
+    wv = W.loc["gpt4_1106_preview_verbose"]
+    x = np.array(verbose["x"])
+    np.testing.assert_allclose(verbose["p"], sigmoid(wv.iloc[0] * x + wv.iloc[1] * d + wv.iloc[2]), atol=1e-5)
+    assert (x < 0).mean() > 0.95  # longer than the baseline: Δ = baseline − rewrite < 0
+    with pytest.raises(FarmError, match="no AlpacaEval 2 annotation files"):
+        build_alpaca_eval_reference(tmp_path / "nowhere")
+    (tmp_path / WEIGHTS).unlink()
+    with pytest.raises(FarmError, match="missing from the alpaca_eval checkout") as e:
+        build_alpaca_eval_reference(tmp_path)
+    assert "baseline_gpt4_1106_preview.csv" in str(e.value)
 
 
 def test_lc_close_to_alpaca_eval_1_on_models_the_reference_did_not_see(shared_data):
@@ -132,7 +193,8 @@ def test_shipped_lc_on_alpaca_eval_1(shared_data):
     pub = pd.read_csv(shared_data / "alpaca_eval/leaderboards/data_AlpacaEval/alpaca_eval_gpt4_leaderboard.csv",
                       index_col=0)["length_controlled_winrate"]
     err = ours["length_controlled_winrate"] - pub[ours.index]
-    assert (ours["lc_reference"] == "alpaca_eval_gpt4").all()
-    assert err.abs().mean() < 1.0 and abs(err.mean()) < 0.5  # held-in (the shipped reference saw these 20)
+    assert (ours["lc_reference"] == "alpaca_eval").all()
+    # held out: the shipped reference was rebuilt from AlpacaEval 2 files only
+    assert err.abs().mean() < 0.6 and abs(err.mean()) < 0.4 and err.abs().median() < 0.3
     assert ours.loc["cohere", "length_controlled_winrate"] < ours.loc["cohere", "win_rate"] - 15
     assert ours.loc["text_davinci_001", "length_controlled_winrate"] > ours.loc["text_davinci_001", "win_rate"]

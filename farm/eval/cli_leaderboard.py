@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write a PNG of win rates with 95%% intervals")
     p.add_argument("--length-plot", help="write a PNG of win rate against average output length")
     p.add_argument("--lc", action="store_true", help="add the length-controlled win rate (AlpacaEval's GLM)")
-    p.add_argument("--lc-reference", default="auto", help="LC reference: auto (shipped, matched on baseline and "
+    p.add_argument("--lc-reference", default="auto", help="LC reference: auto (the shipped AlpacaEval reference where it knows the "
                    "instructions), none, a shipped name, or a file from python -m farm.eval.cli_lc_reference")
     p.add_argument("--name-from", choices=["generator", "file"], default="generator",
                    help="name rows after generator_2 (default) or after the file/folder")

@@ -19,15 +19,18 @@ Fitted as AlpacaEval fits it:
   pins the length slope β of a model whose own lengths barely vary.
 
 Where ours departs (docs/evaluation.md has the measured effect):
-1. AlpacaEval downloads `df_gamed.csv`: real annotations of verbose and concise rewrites of *its* baseline, and a
-   difficulty table fitted on its leaderboard. Neither exists for other baselines, and farm downloads nothing:
-   our reference stores a difficulty per instruction and the gamed baselines as two pseudo-rows per instruction
-   at tanh(std Δ) = ±x₀ whose targets are the reference fit's own prediction for a model of the baseline's quality
-   (θ = 0, γ = 1, β = the median slope of the reference models): `LCReference.gamed_rows`.
+1. AlpacaEval downloads `df_gamed.csv` (real verdicts on verbose and concise rewrites of its baseline) and a
+   difficulty table fitted on its leaderboard, and uses both for every judge and baseline. farm downloads
+   nothing: the shipped reference (`alpaca_eval`, `farm.eval.lc_alpaca`) rebuilds both from the public files of
+   the alpaca_eval repository (difficulty from its AlpacaEval 2 annotation files, scaled to its published
+   weights; gamed rows from the rewrites' real lengths with targets from their published weights) and, like
+   AlpacaEval's, applies to any baseline on the AlpacaEval instructions.
 2. Instructions are matched by text (instruction + input), not by row position; an instruction the reference
-   lacks gets d = 0. Without a matching reference (another baseline or instruction set) the difficulty term and
-   the gamed rows are dropped: AlpacaEval's `length_controlled_minimal` formula. Fit a reference for your own
-   set with `python -m farm.eval.lc_reference` (the one use of a joint fit over many models).
+   lacks gets d = 0. Without a matching reference (another instruction set) the difficulty term and the gamed
+   rows are dropped: AlpacaEval's `length_controlled_minimal` formula. Fit a reference for your own set with
+   `python -m farm.eval.cli_lc_reference` (the one use of a joint fit over many models): it stores the
+   difficulty and two pseudo gamed rows per instruction at tanh(std Δ) = ±x₀ whose targets are the reference
+   fit's own prediction for a model of the baseline's quality (`LCReference.gamed_rows`).
 3. Folds are round-robin over rows, not scikit-learn's GroupKFold order; the optimiser is exact (proximal Newton)
    rather than liblinear stopped at 1e-4.
 4. `lc_standard_error` is the estimate's delta-method (sandwich) standard error; AlpacaEval's column of that name
@@ -40,16 +43,17 @@ import numpy as np
 import pandas as pd
 
 from farm.eval.frames import codes, key_strings, to_frame
-from farm.eval.glm import l1_logistic_cv, sigmoid
+from farm.eval.glm import l1_logistic, l1_logistic_cv, sigmoid
 from farm.eval.lc_reference import GAMED_WEIGHT, LCReference, find_reference, length_features
 
 LC_COLUMNS = ["length_controlled_winrate", "lc_standard_error", "lc_length_coef", "lc_difficulty_coef",
               "lc_intercept", "lc_C", "lc_reference"]
 
 
-def lc_one_model(rows: pd.DataFrame, reference: LCReference | None) -> dict[str, float]:
+def lc_one_model(rows: pd.DataFrame, reference: LCReference | None, C: float | None = None) -> dict[str, float]:
     """LC of one model from its own annotations (`rows`: output_1 = baseline, output_2 = model, p_output_2;
-    invalid p allowed: they count in sd(Δ) and the LC mean, as in AlpacaEval, not in the fit)."""
+    invalid p allowed: they count in sd(Δ) and the LC mean, as in AlpacaEval, not in the fit). `C`: a fixed
+    L1 strength instead of the cross-validated choice (to see how much the choice moves LC)."""
     x = length_features(rows["output_1"], rows["output_2"])
     y_all = rows["p_output_2"].to_numpy(float)
     d = np.zeros(len(rows)) if reference is None else reference.difficulty_of(key_strings(rows))
@@ -62,7 +66,7 @@ def lc_one_model(rows: pd.DataFrame, reference: LCReference | None) -> dict[str,
         weight = np.concatenate([np.full(len(yg), GAMED_WEIGHT / 2), weight])
     if len(y) == 0:
         return dict.fromkeys(LC_COLUMNS[:-1], np.nan)
-    w, C = l1_logistic_cv(F, y, weight)
+    w, C = l1_logistic_cv(F, y, weight) if C is None else (l1_logistic(F, y, C, weight), float(C))
     beta, gamma, theta = w
     lc = sigmoid(theta + gamma * d)  # (R,) each instruction at equal length
     return {"length_controlled_winrate": 100 * float(lc.mean()),

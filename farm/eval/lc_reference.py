@@ -1,8 +1,9 @@
 """The fixed reference behind length control: instruction difficulty and the judge's length slope, fitted once
 on many models' annotations against one baseline, then used unchanged for every model's own LC fit.
 
-    python -m farm.eval.cli_lc_reference ../shared/data/alpaca_eval/annotations_alpaca_eval_gpt4/*.json.gz \
-        --name alpaca_eval_gpt4 --out farm/eval/data/lc_reference.json      # refits the shipped reference
+    python -m farm.eval.cli_lc_reference runs/eval/*/annotations.jsonl --name my_judge --out my_ref.json
+
+(The shipped reference is AlpacaEval's own, rebuilt from its public files: `farm.eval.lc_alpaca`.)
 
 This is the one joint fit over several models, and its use is to make such a reference (AlpacaEval fitted its
 instruction difficulty the same way, on its leaderboard: notebooks/instruction_difficulty.ipynb). On the
@@ -64,6 +65,13 @@ class LCReference:
     """where the annotations came from"""
     difficulty: dict[str, float] = field(repr=False)
     """instruction_hash(instruction + KEY_SEP + input) → d"""
+    gamed: list[dict] = field(default_factory=list, repr=False)
+    """explicit gamed baselines ({name, keys, x, p}: per instruction hash, tanh(std Δ) and target); empty: the
+    two pseudo rows at ±gamed_x"""
+    any_baseline: bool = False
+    """used for every baseline on its instructions (AlpacaEval's reference), not only against `baseline`"""
+    calibration: dict = field(default_factory=dict)
+    """how the difficulty scale was set (`farm.eval.lc_alpaca.fit_scale`), when it was"""
 
     def difficulty_of(self, keys: pd.Series) -> np.ndarray:
         """d of each (instruction, input) key string; 0 where the reference does not know the instruction."""
@@ -74,8 +82,14 @@ class LCReference:
         return float(np.mean([instruction_hash(k) in self.difficulty for k in uniq])) if len(uniq) else 0.0
 
     def gamed_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """(F, y) of the two pseudo gamed baselines: F = [x, d, 0] (no quality term), y = σ(β_ref x + d);
-        first every instruction made longer (x = −x₀), then every instruction made shorter (x = +x₀)."""
+        """(F, y) of the gamed baselines, F = [x, d, 0] (no quality term): the explicit ones in `gamed` in order,
+        or else two pseudo ones with y = σ(β_ref x + d), first every instruction made longer (x = −x₀), then
+        every instruction made shorter (x = +x₀)."""
+        if self.gamed:
+            x = np.concatenate([np.asarray(g["x"], float) for g in self.gamed])
+            dd = np.concatenate([[self.difficulty.get(k, 0.0) for k in g["keys"]] for g in self.gamed])
+            y = np.concatenate([np.asarray(g["p"], float) for g in self.gamed])
+            return np.stack([x, dd, np.zeros_like(x)], axis=1), y
         d = np.array([self.difficulty[k] for k in sorted(self.difficulty)])
         x = np.concatenate([np.full(len(d), -self.gamed_x), np.full(len(d), self.gamed_x)])
         dd = np.concatenate([d, d])
@@ -171,13 +185,15 @@ def save_reference(ref: LCReference, path: str | os.PathLike) -> Path:
 
 
 def find_reference(frame: pd.DataFrame, which: str = "auto") -> LCReference | None:
-    """`which`: "auto" = the shipped reference against this frame's baseline that knows ≥ 90% of its
-    instructions (None when there is none); a shipped reference's name; or a reference file (its only entry,
-    or the one against this baseline)."""
+    """`which`: "auto" = a shipped reference that knows ≥ 90% of the frame's instructions and is fitted against
+    its baseline or made for any baseline (AlpacaEval's; one against the baseline first), None when there is
+    none; a shipped reference's name; or a reference file (its only entry, or the one against this baseline)."""
     baselines = set(frame["generator_1"]) - {""}
     keys = key_strings(frame)
     if which == "auto":
-        fits = [r for r in load_references() if r.baseline in baselines and r.coverage(keys) >= MIN_COVERAGE]
+        fits = [r for r in load_references()
+                if (r.baseline in baselines or r.any_baseline) and r.coverage(keys) >= MIN_COVERAGE]
+        fits.sort(key=lambda r: r.baseline not in baselines)
         return fits[0] if fits else None
     if Path(which).exists():
         refs = load_references(which)
