@@ -16,9 +16,10 @@ Two forwards make one backward here (prompt, then continuations), so under Distr
 from __future__ import annotations
 
 
-def continuation_logprobs(model, prompt_ids, prompt_mask, continuations, temperature: float = 1.0):
-    """[(B, R_j) fp32 log-probs of each continuation's tokens] with the prompts run once. `continuations` is a
-    list of (ids, mask) pairs, one per continuation, each with the prompts' batch size B. Differentiable."""
+def continuation_logits(model, prompt_ids, prompt_mask, continuations):
+    """Logits (J·B, R, V) predicting every token of each continuation (row j·B + i: continuation j of prompt i;
+    R = the longest continuation), with the prompts run once. `continuations` is a list of (ids, mask) pairs,
+    one per continuation, each with the prompts' batch size B. Differentiable; in the model's dtype."""
     import torch
 
     from farm.models.fast_decode import base_causal_lm
@@ -26,7 +27,6 @@ def continuation_logprobs(model, prompt_ids, prompt_mask, continuations, tempera
 
     # through the model's own forward (peft adapters apply); the cache keyword of the transformers model inside
     kwarg = forward_cache_kwarg(base_causal_lm(model))
-    B, P = prompt_ids.shape
     J = len(continuations)
     position = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position, use_cache=True,
@@ -38,8 +38,19 @@ def continuation_logprobs(model, prompt_ids, prompt_mask, continuations, tempera
     cont_pos = position[:, -1:].repeat(J, 1) + 1 + torch.arange(R, device=ids.device)
     rest = model(input_ids=ids, attention_mask=torch.cat([prompt_mask.repeat(J, 1), mask], dim=1),
                  position_ids=cont_pos, use_cache=True, **{kwarg: expanded_rows_cache(cache_layers(out), J)}).logits
-    logits = torch.cat([first.repeat(J, 1)[:, None], rest[:, :-1]], dim=1).float()  # (J·B, R, V)
+    return torch.cat([first.repeat(J, 1)[:, None], rest[:, :-1]], dim=1)  # (J·B, R, V)
+
+
+def continuation_logprobs(model, prompt_ids, prompt_mask, continuations, temperature: float = 1.0):
+    """[(B, R_j) fp32 log-probs of each continuation's tokens] with the prompts run once. `continuations` is a
+    list of (ids, mask) pairs, one per continuation, each with the prompts' batch size B. Differentiable."""
+    import torch
+
+    B, J = prompt_ids.shape[0], len(continuations)
+    logits = continuation_logits(model, prompt_ids, prompt_mask, continuations).float()  # (J·B, R, V)
     if temperature != 1.0:
         logits = logits / temperature
+    R = logits.shape[1]
+    ids = torch.cat([torch.nn.functional.pad(i, (0, R - i.shape[1])) for i, _ in continuations])  # (J·B, R)
     lp = torch.gather(logits.log_softmax(-1), 2, ids[..., None]).squeeze(-1)
     return [lp[j * B:(j + 1) * B, : continuations[j][0].shape[1]] for j in range(J)]
