@@ -124,6 +124,11 @@ def markdown(data: dict) -> str:
                     f"{data['paired_speedup']:.2f}× (range {min(data['paired_ratios']):.2f}–"
                     f"{max(data['paired_ratios']):.2f})" if "paired_ratios" in data else "")
                  + (f"; peak RSS farm / TRL {rss['farm'] / rss['trl']:.2f}." if rss else "."))
+    split = data.get("farm_split_s")
+    if split:  # `policy_forward`: the on-policy training forward (before it was timed, it was in no phase)
+        total = sum(split.values())
+        lines.append("farm's time (median run, " + ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f} %)"
+                                                           for k, v in split.items() if k != "scoring") + ").")
     return "\n".join(lines)
 
 

@@ -1,7 +1,8 @@
-"""Our KTO (farm.methods.kto) vs TRL's KTOTrainer on the same tiny model, data and batch, CPU.
+"""Our KTO (farm.methods.kto) vs TRL's KTOTrainer on the same model, data and batch, CPU.
 
     pip install -e '.[bench]'
     python bench/bench_kto_trl.py [--steps 20] [--pairs 32] [--repeats 3] [--threads 1]
+    python bench/bench_kto_trl.py --model smollm2 --steps 3 --pairs 8 --lr 1e-5 --repeats 3 --threads 2
 
 Equal maths: the KTO loss with β = 0.1 and both weights 1, the reference point z0 = max(0, mean log-ratio of
 mismatched answers) with each answer's mismatched partner the previous answer of the batch (TRL rotates within a
@@ -10,7 +11,8 @@ log-probs precomputed (TRL: precompute_ref_log_probs=True), AdamW (β 0.9/0.95, 
 lr, grad-norm clip 1.0, fp32, use_cpu=True. Since every step sees the same answers, the per-step losses must agree
 (printed side by side). Throughput = optimiser steps per second of the training loop (reference pre-computation
 excluded for both; timed separately), medians of interleaved runs, with the load average beside them. Writes
-bench/results/kto_trl.json and the block in bench/RESULTS.md.
+bench/results/kto_trl.json and the block in bench/RESULTS.md. `--model smollm2`: SmolLM2-135M-Instruct (pretrained,
+its chat template for the prompts; pass a small `--lr`) → bench/results/kto_trl_smollm2.json.
 """
 
 from __future__ import annotations
@@ -26,33 +28,34 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/bench_kto_trl.py` from anywhere
-from bench.bench_grpo_trl import trl_train
-from farm.methods import kto
-from farm.methods.data import tokenize_pairs
-from farm.methods.loop import TrainConfig
-from farm.methods.pairs import precompute_reference
-from farm.models.generation import format_prompt
-from farm.models.loading import load_causal_lm
-from farm.models.tiny import TinySpec, build_tiny
+from bench.bench_grpo_trl import trl_train  # noqa: E402
+from bench.harness import model_dir as make_model_dir  # noqa: E402
+from bench.harness import prompt  # noqa: E402
+from farm.methods import kto  # noqa: E402
+from farm.methods.data import tokenize_pairs  # noqa: E402
+from farm.methods.loop import TrainConfig  # noqa: E402
+from farm.methods.pairs import precompute_reference  # noqa: E402
+from farm.models.loading import load_causal_lm  # noqa: E402
 
 LR, BETA = 1e-3, 0.1
 
 
-def make_answers(n: int) -> list[dict]:
-    """Sorting prompts: the sorted numbers are desirable, a wordier reversed answer is not (alternating)."""
+def make_answers(n: int, kind: str = "tiny", tokenizer_dir: str = "") -> list[dict]:
+    """Sorting prompts (the Alpaca format for the tiny model, the chat template for SmolLM2): the sorted numbers
+    are desirable, a wordier reversed answer is not (alternating)."""
     out = []
     for i in range(n):
         nums = [str((i * 7 + k * 3) % 10) for k in range(3 + i % 3)]
         good = i % 2 == 0
-        out.append({"prompt": format_prompt("Sort: " + " ".join(nums)), "label": good,
+        out.append({"prompt": prompt(tokenizer_dir, kind, "Sort: " + " ".join(nums)), "label": good,
                     "completion": " ".join(sorted(nums)) if good else "the answer is " + " ".join(reversed(nums))})
     return out
 
 
-def run_ours(model_dir: str, answers: list[dict], steps: int) -> dict:
+def run_ours(model_dir: str, answers: list[dict], steps: int, lr: float = LR) -> dict:
     model, tok = load_causal_lm(model_dir, device="cpu")
     cfg = kto.Config(beta=BETA, max_prompt_tokens=512, max_response_tokens=512,
-                     train=TrainConfig(lr=LR, schedule="constant", warmup_ratio=0.0, per_device_batch_size=len(answers),
+                     train=TrainConfig(lr=lr, schedule="constant", warmup_ratio=0.0, per_device_batch_size=len(answers),
                                        max_steps=steps, max_grad_norm=1.0, progress=False, device="cpu"))
     t0 = time.perf_counter()
     ex = tokenize_pairs(tok, kto.with_mismatched(answers), 512, 512, kto.KEYS)
@@ -64,13 +67,13 @@ def run_ours(model_dir: str, answers: list[dict], steps: int) -> dict:
             "steps_per_s": steps / (t2 - t1)}
 
 
-def run_trl(model_dir: str, answers: list[dict], steps: int, out: str) -> dict:
+def run_trl(model_dir: str, answers: list[dict], steps: int, out: str, lr: float = LR) -> dict:
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
     model, tok = load_causal_lm(model_dir, device="cpu")
     args = KTOConfig(output_dir=out, per_device_train_batch_size=len(answers), gradient_accumulation_steps=1,
-                     max_steps=steps, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
+                     max_steps=steps, learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0,
                      weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8, max_grad_norm=1.0,
                      beta=BETA, desirable_weight=1.0, undesirable_weight=1.0, precompute_ref_log_probs=True,
                      max_length=None, bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
@@ -84,20 +87,27 @@ def run_trl(model_dir: str, answers: list[dict], steps: int, out: str) -> dict:
 def markdown(data: dict) -> str:
     """The bench/RESULTS.md block (a pure function of bench/results/kto_trl.json)."""
     med = data["median"]
+    head = (f"`python bench/bench_kto_trl.py --model {data['model']} --steps {data['steps']} --pairs {data['answers']} "
+            f"--lr {data['lr']:g} --repeats {data['repeats']} --threads {data['threads']}`, " if "model" in data else "")
     return "\n".join([
-        f"trl {data['trl']}, torch {data['torch']}, {data['threads']} thread(s), {data['answers']} answers per step, "
+        f"{head}trl {data['trl']}, torch {data['torch']}, {data['threads']} thread(s), {data['answers']} answers per step, "
         f"{data['steps']} steps × {data['repeats']} interleaved repeats, load average {data['load_average'][0]:.1f} "
         f"at the start and {data['load_average'][1]:.1f} at the end", "",
         "| | steps/s (median) | train loop (s) | reference pass / set-up (s) |", "|---|---|---|---|",
         *(f"| {name} | {med[k]['steps_per_s']:.2f} | {med[k]['train_s']:.2f} | {med[k]['ref_s']:.2f} |"
           for k, name in (("farm", "farm `kto.train`"), ("trl", "TRL `KTOTrainer`"))), "",
-        f"Speed-up **{data['speedup']:.2f}×** (farm / TRL, median steps per second). Per-step losses: step 1 "
+        f"Speed-up **{data['speedup']:.2f}×** (farm / TRL, median steps per second)"
+        + (f"; median of the {len(data['paired_ratios'])} back-to-back pairs' ratios {data['paired_speedup']:.2f}× "
+           f"(range {min(data['paired_ratios']):.2f}–{max(data['paired_ratios']):.2f})" if "paired_ratios" in data else "")
+        + ". Per-step losses: step 1 "
         f"{data['losses']['farm'][0]:.6f} (farm) vs {data['losses']['trl'][0]:.6f} (TRL), max |difference| over the "
         f"{len(data['losses']['farm'])} steps {data['max_loss_diff']:.1e}."])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", choices=("tiny", "smollm2"), default="tiny")
+    ap.add_argument("--lr", type=float, default=LR)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--pairs", type=int, default=32, help="answers per step (half desirable)")
     ap.add_argument("--repeats", type=int, default=3)
@@ -109,14 +119,16 @@ def main() -> None:
     from farm import docblocks
 
     load = [os.getloadavg()[0]]
-    answers = make_answers(args.pairs)
     runs: dict[str, list[dict]] = {"farm": [], "trl": []}
     with tempfile.TemporaryDirectory() as d:
-        texts = [a["prompt"] + a["completion"] for a in answers]
-        model_dir = str(build_tiny(texts, Path(d) / "tiny", TinySpec(n_layers=2, hidden=96, intermediate=256), seed=0))
+        texts = [a["prompt"] + a["completion"] for a in make_answers(args.pairs)]
+        model_dir = make_model_dir(args.model, texts, Path(d), n_layers=2, hidden=96, intermediate=256)
+        answers = make_answers(args.pairs, args.model, model_dir)
         for r in range(args.repeats):  # interleaved, so a noisy neighbour hurts both alike
-            runs["farm"].append(run_ours(model_dir, answers, args.steps))
-            runs["trl"].append(run_trl(model_dir, answers, args.steps, str(Path(d) / f"trl{r}")))
+            runs["farm"].append(run_ours(model_dir, answers, args.steps, args.lr))
+            runs["trl"].append(run_trl(model_dir, answers, args.steps, str(Path(d) / f"trl{r}"), args.lr))
+            print(f"repeat {r}: farm {runs['farm'][-1]['steps_per_s']:.3f}, trl {runs['trl'][-1]['steps_per_s']:.3f} "
+                  f"steps/s (load average {os.getloadavg()[0]:.2f})", flush=True)
     load.append(os.getloadavg()[0])
     med = {k: {m: statistics.median(x[m] for x in v) for m in ("steps_per_s", "train_s", "ref_s")}
            for k, v in runs.items()}
@@ -126,7 +138,11 @@ def main() -> None:
             "speedup": med["farm"]["steps_per_s"] / med["trl"]["steps_per_s"],
             "max_loss_diff": max(abs(x - y) for x, y in zip(a, b)) if len(a) == len(b) else float("nan"),
             "losses": {"farm": a, "trl": b}, "steps_per_s": {k: [x["steps_per_s"] for x in v] for k, v in runs.items()}}
-    docblocks.write_block(docblocks.ROOT / "bench" / "RESULTS.md", "kto_trl", data, "bench/results/kto_trl.json",
+    if args.model != "tiny":  # the tiny block keeps its old shape (no command line, the default lr)
+        pr = [f["steps_per_s"] / t["steps_per_s"] for f, t in zip(runs["farm"], runs["trl"])]
+        data.update(model=args.model, lr=args.lr, paired_ratios=pr, paired_speedup=statistics.median(pr))
+    name = "kto_trl" if args.model == "tiny" else f"kto_trl_{args.model}"
+    docblocks.write_block(docblocks.ROOT / "bench" / "RESULTS.md", name, data, f"bench/results/{name}.json",
                           "bench.bench_kto_trl:markdown")
     print(markdown(data))
     for i, (x, y) in enumerate(zip(a, b), 1):

@@ -56,7 +56,8 @@ def run_ours(model_dir: str, prompts: list[str], a) -> dict:
     t0 = time.perf_counter()
     hist = rloo.train(model, tok, [{"instruction": p, "input": "", "prompt": p} for p in prompts], scorer, cfg)
     dt = time.perf_counter() - t0
-    split = {k: sum(h[k] for h in hist) for k in ("time_generation", "time_scoring", "time_logprobs", "time_update")}
+    split = {k: sum(h.get(k, 0.0) for h in hist)
+             for k in ("time_generation", "time_scoring", "time_logprobs", "time_policy_forward", "time_update")}
     return {"rewards": [h["reward"] for h in hist], "train_s": dt, "steps_per_s": a.steps / dt, "split": split}
 
 

@@ -147,3 +147,38 @@ def test_dpo_with_the_prompt_run_once_gives_the_same_loss_and_gradient(tmp_path)
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
     for a, c in zip(grads[0][1], grads[1][1]):
         assert torch.allclose(a, c, atol=1e-5)
+
+
+def test_k_samples_of_a_prompt_with_the_prompt_run_once_give_the_same_logprobs_entropy_and_gradient(tmp_path):
+    # rollout.group_logprobs_tail (RLOO's and GRPO's log-prob passes): the prompt runs once for its k responses;
+    # the same log-probs, entropy and gradient as the whole rows, in the rollout's row order; other rows fall back
+    from farm.methods.rollout import group_logprobs_tail, response_logprobs_tail
+    from farm.models.generation import generate
+    from farm.models.loading import load_causal_lm
+
+    prompts = ["Q: repeat a please\nA:", "Q: sort 3 1 2 and then a longer prompt\nA:", "Q: x\nA:"]
+    path = build_tiny(prompts * 5, tmp_path / "m", TinySpec(n_layers=2, hidden=32, heads=2, intermediate=64,
+                                                            vocab_size=300), seed=0)
+    model, tok = load_causal_lm(str(path), device="cpu")
+    model.eval()
+    k = 4
+    g = generate(model, tok, [p for p in prompts for _ in range(k)], max_new_tokens=8, seed=3)
+    assert len(set(map(tuple, g.response_ids.tolist()))) > len(prompts)  # the k samples differ
+    args = (g.prompt_ids, g.prompt_mask, g.response_ids, g.response_mask, 0.7)
+    m = g.response_mask.float()
+    out = []
+    for fn in (lambda: response_logprobs_tail(model, *args, return_entropy=True),
+               lambda: group_logprobs_tail(model, *args, k=k, return_entropy=True)):
+        model.zero_grad()
+        lp, ent = fn()
+        (lp * m).sum().backward()
+        out.append((lp * m, ent * m, [p.grad.clone() for p in model.parameters()]))
+    (lp_w, ent_w, g_w), (lp_s, ent_s, g_s) = out
+    torch.testing.assert_close(lp_s, lp_w, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent_s, ent_w, atol=1e-5, rtol=1e-5)
+    for a, c in zip(g_s, g_w):
+        torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-4)
+    mixed = torch.cat([g.prompt_ids[1:], g.prompt_ids[:1]])  # groups broken: the whole-row path, same numbers
+    with torch.no_grad():
+        assert torch.equal(group_logprobs_tail(model, mixed, *args[1:], k=k),
+                           response_logprobs_tail(model, mixed, *args[1:]))

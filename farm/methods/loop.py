@@ -141,8 +141,11 @@ def make_optimizer(model_or_params, tc: TrainConfig, lr: float | None = None):
     lr = tc.lr if lr is None else lr
     if tc.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr)
+    # the fused kernel (one pass over each tensor instead of ~8 elementwise ops; TRL's default optimiser, via
+    # transformers' `adamw_torch_fused`): the same update to float rounding, about 4× faster on CPU
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(params, lr=lr, weight_decay=tc.weight_decay, betas=tuple(tc.adam_betas),
-                             eps=tc.adam_eps)
+                             eps=tc.adam_eps, fused=fused or None)
 
 
 def make_scheduler(optimizer, tc: TrainConfig, total_steps: int):

@@ -33,11 +33,13 @@ from farm.types import Rollout
 def collect_rollout(policy, ref_policy, tokenizer, records: Sequence[dict], scorer: Scorer, *, temperature: float,
                     max_new_tokens: int, max_prompt_tokens: int | None, seed: int,
                     missing_eos_score: float | None = None, style: str = "alpaca", batch_size: int = 64,
-                    behaviour_logprobs: bool = True) -> tuple[Rollout, dict]:
+                    behaviour_logprobs: bool = True, group: int = 1) -> tuple[Rollout, dict]:
     """Sample one response per record (its `prompt`, else its formatted instruction), score it with
     `scorer.score(records, texts)`, and compute behaviour and reference log-probs at the sampling temperature.
     Returns the Rollout and timings {generation, scoring, logprobs} in seconds. `behaviour_logprobs=False` leaves
-    `ro.logprobs` to the caller (an on-policy single step gets them from its training forward)."""
+    `ro.logprobs` to the caller (an on-policy single step gets them from its training forward). `group` = k when
+    the records come as k consecutive copies of each prompt (RLOO, GRPO): the log-prob passes then run each prompt
+    once (`group_logprobs_tail`)."""
     from farm.models.generation import generate
 
     prompts = [prompt_text(r, tokenizer, style) for r in records]
@@ -53,8 +55,8 @@ def collect_rollout(policy, ref_policy, tokenizer, records: Sequence[dict], scor
     ro = Rollout(g.prompt_ids.to(device), g.prompt_mask.to(device), g.response_ids.to(device),
                  g.response_mask.to(device), scores=scores.to(device), prompts=list(prompts), responses=g.texts)
     if behaviour_logprobs:
-        ro.logprobs = batched_logprobs(policy, ro, temperature, batch_size)
-    ro.ref_logprobs = batched_logprobs(ref_policy, ro, temperature, batch_size)
+        ro.logprobs = batched_logprobs(policy, ro, temperature, batch_size, group)
+    ro.ref_logprobs = batched_logprobs(ref_policy, ro, temperature, batch_size, group)
     return ro, {"time_generation": t1 - t0, "time_scoring": t2 - t1, "time_logprobs": time.perf_counter() - t2}
 
 
@@ -88,14 +90,53 @@ def response_logprobs_tail(model, prompt_ids, prompt_mask, response_ids, respons
     return (lp, maths.entropy_from_logits(logits, temperature)) if return_entropy else lp
 
 
+def group_logprobs_tail(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature: float = 1.0,
+                        k: int = 1, return_entropy: bool = False):
+    """`response_logprobs_tail` for rows that come in groups of k consecutive rows with the same prompt (RLOO's
+    and GRPO's k samples of a prompt): each prompt runs through the model ONCE and its keys and values, with their
+    gradient, serve its k responses (`farm.models.shared_prefix`), so the prompt tokens cost 1/k of their whole-row
+    price in the forward and the backward. The same numbers to float rounding (tests/test_methods_floor.py); rows
+    that do not come in such groups (or k = 1, or a DDP-wrapped model) take the whole-row path. (B, R) fp32 (and
+    the entropy (B, R) with `return_entropy`)."""
+    from farm.models.shared_prefix import continuation_logits
+
+    B, P = prompt_ids.shape
+    R = response_ids.shape[1]
+    G = B // k if k > 1 and B % k == 0 else 0
+    if G and not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        p, pm = prompt_ids.view(G, k, P), prompt_mask.view(G, k, P)
+        if not (torch.equal(p, p[:, :1].expand_as(p)) and torch.equal(pm, pm[:, :1].expand_as(pm))):
+            G = 0
+    else:
+        G = 0
+    if not G:
+        return response_logprobs_tail(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature,
+                                      return_entropy)
+    ids, m = response_ids.view(G, k, R), response_mask.view(G, k, R)
+    try:
+        logits = continuation_logits(model, p[:, 0], pm[:, 0], [(ids[:, j], m[:, j]) for j in range(k)])
+    except TypeError:  # a model without logits_to_keep or a cache: whole rows
+        return response_logprobs_tail(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature,
+                                      return_entropy)
+    # (k·G, R, V), row j·G + g = sample j of prompt g → back to the rollout's order g·k + j
+    lp = maths.logprobs_from_logits(logits, ids.transpose(0, 1).reshape(k * G, R), temperature)
+    lp = lp.view(k, G, R).transpose(0, 1).reshape(B, R)
+    if not return_entropy:
+        return lp
+    return lp, maths.entropy_from_logits(logits, temperature).view(k, G, R).transpose(0, 1).reshape(B, R)
+
+
 @torch.no_grad()
-def batched_logprobs(model, ro: Rollout, temperature: float, batch_size: int = 64) -> torch.Tensor:
-    """Log-probs (B, R) of the rollout's responses under `model` in eval mode (no dropout), fp32."""
+def batched_logprobs(model, ro: Rollout, temperature: float, batch_size: int = 64, group: int = 1) -> torch.Tensor:
+    """Log-probs (B, R) of the rollout's responses under `model` in eval mode (no dropout), fp32. `group` = k:
+    rows in groups of k sharing a prompt (`group_logprobs_tail`; chunks keep groups whole)."""
     was_training = model.training
     model.eval()
-    out = [response_logprobs_tail(model, ro.prompt_ids[s:s + batch_size], ro.prompt_mask[s:s + batch_size],
-                                   ro.response_ids[s:s + batch_size], ro.response_mask[s:s + batch_size],
-                                   temperature) for s in range(0, len(ro), batch_size)]
+    if group > 1:
+        batch_size = max(group, batch_size // group * group)
+    out = [group_logprobs_tail(model, ro.prompt_ids[s:s + batch_size], ro.prompt_mask[s:s + batch_size],
+                                ro.response_ids[s:s + batch_size], ro.response_mask[s:s + batch_size],
+                                temperature, group) for s in range(0, len(ro), batch_size)]
     model.train(was_training)
     return torch.cat(out)
 
@@ -190,7 +231,8 @@ def group_rollout(policy, ref_policy, tokenizer, records: Sequence[dict], scorer
     When the rollout gets one un-split optimiser step (`cfg.epochs == 1`, micro-batch = minibatch = the rollout),
     the training forward IS the behaviour forward (ratio exactly 1): it is run here, with gradients, and returned
     as `first` = (log-probs, entropy); the separate no-grad pass TRL does is skipped (same maths, one policy
-    forward fewer). Else `first` is None and `ro.logprobs` come from a no-grad pass.
+    forward fewer; its seconds are `time_policy_forward`). Else `first` is None and `ro.logprobs` come from a
+    no-grad pass. Every log-prob pass runs each prompt once for its k responses (`group_logprobs_tail`).
 
     With `shard.world` > 1 every process draws the same prompts and samples its block of the groups
     (`shard.local_groups`) with its own seed; the sizes compared are then the local ones."""
@@ -201,12 +243,15 @@ def group_rollout(policy, ref_policy, tokenizer, records: Sequence[dict], scorer
     ro, timing = collect_rollout(policy, ref_policy, tokenizer, batch, scorer, style=cfg.prompt_style,
                                  temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
                                  max_prompt_tokens=cfg.max_prompt_tokens, seed=seed,
-                                 missing_eos_score=cfg.missing_eos_score, behaviour_logprobs=not on_policy)
+                                 missing_eos_score=cfg.missing_eos_score, behaviour_logprobs=not on_policy,
+                                 group=cfg.k)
     first = None
     if on_policy:
-        first = response_logprobs_tail(policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask,
-                                       cfg.temperature, return_entropy=True)
+        t0 = time.perf_counter()
+        first = group_logprobs_tail(policy, ro.prompt_ids, ro.prompt_mask, ro.response_ids, ro.response_mask,
+                                    cfg.temperature, cfg.k, return_entropy=True)
         ro.logprobs = first[0].detach()
+        timing["time_policy_forward"] = time.perf_counter() - t0
     return ro, timing, first
 
 

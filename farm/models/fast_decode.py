@@ -3,11 +3,13 @@
 
 `transformers`' generate spends most of a small model's decode step outside the matrix products: building a 4-D
 mask, growing a DynamicCache by concatenation, logits processors and stopping criteria, output dataclasses.
-Here the prompt goes through the model's own forward once (prefill); each new token then runs the model's own
+Here the prompt goes through the model's own forward once (prefill; a prompt repeated in the batch, as
+the k samples of RLOO or GRPO, once for all its rows); each new token then runs the model's own
 modules (norms, projections, MLP, rotary embedding; LoRA adapters included, since they live inside those
 modules) with a STATIC key/value buffer written in place, a padding bias built once, and plain temperature
 sampling with the same calls, in the same order, on the same random stream as `generate` (`softmax` then
-`torch.multinomial`), so a seeded run draws the same tokens (tests/test_models.py compares them).
+`torch.multinomial`), so a seeded run draws the same tokens (tests/test_models.py compares them, with repeated
+prompts; a smaller prefill batch can round differently, so on another BLAS a rare draw could differ).
 
 Used by `farm.models.generation.generate` when `supports(model, ...)` says the model and the decoding options
 are ones it reproduces exactly; anything else (top-k/top-p, a repetition penalty in the model's generation
@@ -64,8 +66,18 @@ def sample(model, input_ids, attention_mask, *, max_new_tokens: int, eos_token_i
     device = input_ids.device
     position = attention_mask.long().cumsum(-1) - 1
     position = position.masked_fill(attention_mask == 0, 0)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position, use_cache=True,
-                logits_to_keep=1)
+    # identical prompts (the k samples of a prompt in RLOO, GRPO, best-of-n) are prefilled once; every row that
+    # repeats one gets a copy of its keys, values and last logits
+    rows, inverse = torch.unique(torch.cat([input_ids, attention_mask.to(input_ids.dtype)], 1), dim=0,
+                                 return_inverse=True)
+    repeated = len(rows) < B
+    if repeated:
+        mask = rows[:, P:].to(attention_mask.dtype)
+        out = model(input_ids=rows[:, :P], attention_mask=mask, position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0),
+                    use_cache=True, logits_to_keep=1)
+    else:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position, use_cache=True,
+                    logits_to_keep=1)
     from farm.models.kvcache import cache_layers
 
     prefill = cache_layers(out)
@@ -75,14 +87,16 @@ def sample(model, input_ids, attention_mask, *, max_new_tokens: int, eos_token_i
     keys = [torch.empty((B, kv_heads, T, head_dim), dtype=dtype, device=device) for _ in prefill]
     values = [torch.empty_like(k) for k in keys]
     for (k, v), kb, vb in zip(prefill, keys, values):
-        kb[:, :, :P] = k
-        vb[:, :, :P] = v
+        kb[:, :, :P] = k[inverse] if repeated else k
+        vb[:, :, :P] = v[inverse] if repeated else v
     del prefill
     bias = torch.zeros((B, 1, 1, T), dtype=dtype, device=device)  # additive: 0 visible, -inf padding
     bias[:, 0, 0, :P].masked_fill_(attention_mask == 0, torch.finfo(dtype).min)
     groups = config.num_attention_heads // config.num_key_value_heads
     gqa = _sdpa_gqa()
     logits = out.logits[:, -1].to(dtype=torch.float32)
+    if repeated:
+        logits = logits[inverse]
     unfinished = torch.ones(B, dtype=torch.bool, device=device)
     position = position[:, -1:]
     tokens = []
