@@ -112,7 +112,7 @@ def alpaca_eval_fit(F: np.ndarray, y: np.ndarray, weight: np.ndarray) -> np.ndar
 def sklearn_check(frame: pd.DataFrame, ref) -> dict | None:
     """Largest |our LC − AlpacaEval's fitting code's LC| over the models of `frame` (same rows, same reference)."""
     try:
-        import sklearn  # noqa: F401
+        import sklearn
     except ImportError:
         return None
     from farm.eval.frames import key_strings
@@ -131,8 +131,6 @@ def sklearn_check(frame: pd.DataFrame, ref) -> dict | None:
                             np.concatenate([np.full(len(yg), GAMED_WEIGHT / 2), np.ones(int(ok.sum()))]))
         theirs = 100 * float(sigmoid(w[2] + w[1] * d).mean())
         diffs[m] = lc_one_model(rows, ref)["length_controlled_winrate"] - theirs
-    import sklearn
-
     return {"n_models": len(diffs), "max_abs": float(max(abs(v) for v in diffs.values())),
             "sklearn": sklearn.__version__}
 

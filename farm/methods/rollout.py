@@ -102,13 +102,11 @@ def group_logprobs_tail(model, prompt_ids, prompt_mask, response_ids, response_m
 
     B, P = prompt_ids.shape
     R = response_ids.shape[1]
-    G = B // k if k > 1 and B % k == 0 else 0
-    if G and not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+    G = B // k if k > 1 and B % k == 0 and not isinstance(model, torch.nn.parallel.DistributedDataParallel) else 0
+    if G:
         p, pm = prompt_ids.view(G, k, P), prompt_mask.view(G, k, P)
         if not (torch.equal(p, p[:, :1].expand_as(p)) and torch.equal(pm, pm[:, :1].expand_as(pm))):
             G = 0
-    else:
-        G = 0
     if not G:
         return response_logprobs_tail(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature,
                                       return_entropy)
