@@ -198,16 +198,33 @@ def _kto_examples(n: int = 16) -> list[dict]:
 
 
 def test_kto_grad_accumulation_1x8_equals_8x1_with_a_step_level_reference_point(tiny_dir):
-    after = []
+    """8×1 takes the one-prompt-pass route (the mismatched answers scored as constants after the answers' prompt
+    pass), 1×8 the separate step-level pass: the same z0 and the same update."""
+    from farm.methods.data import tokenize_pairs
+    from farm.methods.pairs import precompute_reference
+
+    after, z0s = [], []
     for per_device, accum in ((8, 1), (1, 8)):
         model, tok = load_causal_lm(str(tiny_dir), device="cpu")
+        model = model.double()
+        ex = tokenize_pairs(tok, kto.with_mismatched(_kto_examples(4)), keys=kto.KEYS)
+        ex = [{**e, "ref": [e["ref"][0] - 2.0, e["ref"][1] - 2.0]}  # a reference below the policy: z0 > 0
+              for e in precompute_reference(model, tok, ex, keys=kto.KEYS)]
         cfg = kto.Config(train=TrainConfig(lr=0.5, optimizer="sgd", per_device_batch_size=per_device, grad_accum=accum,
                                            max_steps=2, max_grad_norm=0.0, progress=False))
-        res = kto.train(model.double(), tok, _kto_examples(4), cfg)
+        res = kto.train(model, tok, ex, cfg)
         after.append(_params(model))
-        assert len(res["history"]) == 2  # (z0 is clamped at 0: tests/test_methods_zoo4_dist.py makes it positive)
+        z0s.append([h["z0"] for h in res["history"]])
+    assert z0s[0][0] == pytest.approx(2.0, abs=1e-9) and z0s[0][1] > 0
+    assert z0s[0] == pytest.approx(z0s[1], abs=1e-9)
     for name in after[0]:
         torch.testing.assert_close(after[0][name], after[1][name], atol=1e-9, rtol=1e-7)
+
+
+def test_kto_mismatched_partners_never_share_the_answers_prompt_when_another_exists():
+    ex = kto.with_mismatched(_kto_examples(6))  # (desirable, undesirable) of one prompt, prompt after prompt
+    by_answer = {e["completion"]: e["prompt"] for e in ex}
+    assert all(by_answer[e["kl_completion"]] != e["prompt"] for e in ex)
 
 
 def test_kto_run_labels_pairs_and_the_implicit_reward_moves_the_right_way(tiny_dir, tmp_path):

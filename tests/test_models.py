@@ -1,5 +1,6 @@
 """Tiny local models: tokenizer (pad ≠ eos), save/load, left-padded generation, log-prob consistency."""
 
+import pytest
 import torch
 
 from farm.methods.maths import response_logprobs
@@ -171,6 +172,40 @@ def test_continuations_sharing_one_prompt_pass_equal_whole_rows_in_values_and_gr
     g_whole = torch.autograd.grad(loss_whole, [p for p in model.parameters()])
     for a, b in zip(g_shared, g_whole):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("path", ["body_and_head", "own_forward"])
+def test_a_detached_continuation_has_whole_row_values_no_gradient_and_leaves_the_others_gradient_alone(
+        tmp_path, monkeypatch, path):
+    """KTO's mismatched answers: scored after the same prompt pass, as constants (`detached=1`)."""
+    from farm.methods.maths import response_logprobs
+    from farm.models import shared_prefix
+
+    if path == "own_forward":  # the route of models that are not Llama-family: through their own forward
+        monkeypatch.setattr(shared_prefix, "_body_and_head", lambda lm: False)
+    model, tok = _gqa_lm(tmp_path)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    pids, pmask = tokenize_prompts(tok, PROMPTS)
+    conts = []
+    for texts in (["1 2", "a longer answer here", "z"], ["no", "x y", "the other one, longer still"]):
+        enc = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
+        R = max(len(e) for e in enc)
+        ids = torch.tensor([e + [tok.pad_token_id] * (R - len(e)) for e in enc])
+        conts.append((ids, (torch.arange(R)[None] < torch.tensor([len(e) for e in enc])[:, None]).long()))
+    live, const = shared_prefix.continuation_logprobs(model, pids, pmask, conts, detached=1)
+    assert live.requires_grad and not const.requires_grad
+    whole = [response_logprobs(model, pids, pmask, ids, m) for ids, m in conts]
+    for a, b, (_, m) in zip((live, const), whole, conts):
+        torch.testing.assert_close(a * m, b * m, atol=1e-5, rtol=1e-5)
+    params = list(model.parameters())
+    g_live = torch.autograd.grad((live * conts[0][1]).sum(), params)
+    g_whole = torch.autograd.grad((whole[0] * conts[0][1]).sum(), params)
+    for a, b in zip(g_live, g_whole):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="detached"):
+        shared_prefix.continuation_logprobs(model, pids, pmask, conts, detached=3)
 
 
 def test_a_tokenizer_whose_pad_is_eos_gets_a_spare_token_and_a_new_pad_row_is_zero(tmp_path):

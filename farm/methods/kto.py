@@ -11,8 +11,10 @@ desirable at or above `desirable_threshold`, the median by default), or records 
 
 Departures (each on purpose): z0 is estimated over the whole optimiser step (all micro-batches, all processes;
 `loop.fit`'s `prepare_step`), so gradient accumulation and processes do not change the update, where TRL
-estimates it per micro-batch; each answer's mismatched partner is the answer of the previous example in file order
-(TRL rotates within each batch), so reference log-probs of both are computed once, up front.
+estimates it per micro-batch; each answer's mismatched partner is the answer of the nearest previous example in
+file order with another prompt (TRL rotates within each batch), so reference log-probs of both are computed once,
+up front; a step of one micro-batch on one process scores an answer and its partner after ONE pass of their prompt
+(`shared_prefix.continuation_logprobs`, the partner as a constant).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from farm.methods.loop import TrainConfig, finish_run, fit
 from farm.methods.pairs import precompute_reference
 from farm.methods.rollout import disable_dropout, sequence_logprobs
 from farm.methods.scorers import RewardSpec
+from farm.models.shared_prefix import continuation_logprobs
 
 KEYS = ("completion", "kl_completion")
 
@@ -142,12 +145,25 @@ def scored_answers(triples: Sequence[dict], cfg: Config, tokenizer=None) -> list
 
 
 def with_mismatched(examples: Sequence[dict]) -> list[dict]:
-    """Each example with `kl_completion` = the previous example's answer (a mismatched pair for z0).
+    """Each example with `kl_completion` = the answer of the nearest previous example (cyclically) whose prompt
+    differs: a mismatched pair for z0. Answers labelled from pairs come as (winner, loser) of one prompt, so the
+    plain previous answer would be the same prompt's other answer half of the time; with one prompt only, the
+    previous answer.
 
     >>> [e["kl_completion"] for e in with_mismatched([{"completion": "a"}, {"completion": "b"}, {"completion": "c"}])]
     ['c', 'a', 'b']
+    >>> ex = [{"prompt": p, "completion": c} for p, c in (("p", "a"), ("p", "b"), ("q", "c"), ("q", "d"))]
+    >>> [e["kl_completion"] for e in with_mismatched(ex)]
+    ['d', 'd', 'b', 'b']
     """
-    return [{**e, "kl_completion": examples[i - 1]["completion"]} for i, e in enumerate(examples)]
+    n = len(examples)
+
+    def partner(i: int) -> int:
+        prompt = examples[i].get("prompt")
+        return next((j for j in ((i - k) % n for k in range(1, n)) if examples[j].get("prompt") != prompt),
+                    (i - 1) % n)
+
+    return [{**e, "kl_completion": examples[partner(i)]["completion"]} for i, e in enumerate(examples)]
 
 
 # ----- training -----
@@ -177,7 +193,12 @@ def train(model, tokenizer, examples: Sequence[dict], cfg: Config, ref_model=Non
                 "label": torch.tensor([bool(e["label"]) for e in chunk])}, float(len(chunk))
 
     def prepare_step(model, batches: list[dict], acc) -> None:
-        """z0 of the whole step: Σ r over every mismatched pair of every micro-batch and process / their count."""
+        """z0 of the whole step: Σ r over every mismatched pair of every micro-batch and process / their count.
+        A step of one micro-batch on one process leaves it to `loss_fn`, which scores the mismatched answers
+        after the prompt pass of the answers (the same prompts): the same z0, without a second prompt pass."""
+        if len(batches) == 1 and acc.num_processes == 1 and not cfg.train.gradient_checkpointing:
+            batches[0]["z0"] = None
+            return
         total = torch.zeros(2, device=acc.device)
         with torch.no_grad():
             for b in batches:
@@ -190,7 +211,14 @@ def train(model, tokenizer, examples: Sequence[dict], cfg: Config, ref_model=Non
             b["z0"] = z0
 
     def loss_fn(model, b: dict):
-        r = sequence_logprobs(model, b) - b["ref"][:, 0]  # (b,)
+        if b["z0"] is None:  # one prompt pass: the answers with gradient, their mismatched partners as constants
+            lp, lp_kl = continuation_logprobs(model, b["prompt_ids"], b["prompt_mask"],
+                                              [(b["response_ids"], b["response_mask"]),
+                                               (b["kl_response_ids"], b["kl_response_mask"])], detached=1)
+            r = (lp * b["response_mask"]).sum(-1) - b["ref"][:, 0]  # (b,)
+            b["z0"] = reference_point((lp_kl * b["kl_response_mask"]).sum(-1) - b["ref"][:, 1])
+        else:
+            r = sequence_logprobs(model, b) - b["ref"][:, 0]  # (b,)
         losses = kto_loss(r, b["label"], b["z0"], cfg.beta, cfg.desirable_weight, cfg.undesirable_weight)
         with torch.no_grad():  # the implicit reward β r should rise on desirable answers and fall on the others
             sign = b["label"].float() * 2 - 1  # (b,) ±1

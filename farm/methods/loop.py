@@ -78,6 +78,9 @@ class TrainConfig:
     """auto (bf16 on a GPU that has it, else fp32), float32, bfloat16"""
     gradient_checkpointing: bool = False
     """recompute activations in backward (less memory, ~30% slower)"""
+    cpu_keep_freed_memory: bool = True
+    """on CPU (Linux, glibc), keep freed memory in the process so each step reuses its big buffers instead of
+    page-faulting fresh ones (`farm.models.cpu_memory`); the same numbers, but the peak stays resident"""
     progress: bool = True
     """show progress: a bar on a terminal, else a status line every `log_seconds`"""
     lora_r: int = 0
@@ -133,11 +136,16 @@ def refuse_unread_train_keys(tc: TrainConfig, method: str, reads: frozenset = RL
 
 def make_optimizer(model_or_params, tc: TrainConfig, lr: float | None = None):
     """AdamW (or SGD) over the trainable parameters of a model (or a list of parameters), from `tc`; `lr`
-    overrides `tc.lr` (PPO's value model)."""
+    overrides `tc.lr` (PPO's value model). Every trainer makes its optimiser before its first step, so on CPU this
+    is also where the process starts keeping its freed memory (`tc.cpu_keep_freed_memory`)."""
     import torch
+
+    from farm.models import cpu_memory
 
     items = model_or_params.parameters() if hasattr(model_or_params, "parameters") else model_or_params
     params = [p for p in items if p.requires_grad]
+    if tc.cpu_keep_freed_memory and params and all(cpu_memory.applies(p.device) for p in params):
+        cpu_memory.keep_freed_memory()
     lr = tc.lr if lr is None else lr
     if tc.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr)
