@@ -2,7 +2,7 @@
 trained on the same SFT policy's pairs, labelled by the simulated pool with an extra flip rate of 0 / 10 / 25 / 40 %,
 scored by the world's GOLD quality against the baseline and paired with plain DPO at the same flip rate.
 
-    python bench/bench_noise_study.py [--run RUN_DIR] [--flips 0 0.1 0.25 0.4] [--seed 0]
+    python bench/bench_noise_study.py [--run RUN_DIR] [--flips 0 0.1 0.25 0.4] [--seed 0] [--train-seeds K]
 
 Without `--run` it first runs `farm compare configs/quickstart.yaml methods=[sft]` into
 runs/noise_study_seed<seed> (the world's splits, the SFT policy, its two samples per preference prompt); with
@@ -10,10 +10,12 @@ runs/noise_study_seed<seed> (the world's splits, the SFT policy, its two samples
 are labelled by `chain(eval_pool, flip(ε))` (the pool's judges without their own 25 % flip, then ε; verdicts cached
 in the run's cache.sqlite), and each loss trains with farm compare's DPO settings (β 0.1, lr 1e-4, 2 epochs of 32
 pairs); robust DPO and cDPO are told the true ε (`label_smoothing` = ε; at ε = 0 both ARE DPO, so those rows reuse
-DPO's model). Eval: one sample per eval prompt at temperature 0.7 with the same seed for every model; gold win
-(1 / ½ / 0) against the baseline's output; Δ vs DPO = the paired difference over the same prompts
+DPO's model). Each loss is trained with K training seeds (default: the run's `method_seeds`; seed k trains with
+seed + 1000 k and samples with seed + 7 + 1000 k, as `farm compare` does). Eval: one sample per eval prompt and
+training seed at temperature 0.7, the same sampling seed for every loss; gold win (1 / ½ / 0) against the
+baseline's output, averaged over the K seeds per prompt; Δ vs DPO = the paired difference over the same prompts
 (`farm.eval.stats.paired_comparison`: paired SE and 95 % bootstrap interval). Also the share of training labels
-that agree with gold at each ε. Writes bench/results/noise_study.json and the blocks in bench/RESULTS.md and
+that agree with gold at each ε, and a reading line: where a robust loss's interval excludes 0. Writes bench/results/noise_study.json and the blocks in bench/RESULTS.md and
 docs/methods/dpo.md.
 """
 
@@ -26,6 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from farm.run_config import METHOD_SEED_STRIDE, SEED_OFFSETS
 
 ROOT = Path(__file__).resolve().parent.parent
 LOSSES = ("sigmoid", "robust", "cdpo")
@@ -86,14 +90,30 @@ def train_and_sample(run_dir: Path, prefs: Path, out: Path, loss: str, eps: floa
         dpo.run(cfg)
     model, tok = load_causal_lm(str(out / "model"), device="cpu")
     return generate(model, tok, [prompt_text(r, tok) for r in records], max_new_tokens=32, temperature=0.7,
-                    batch_size=64, seed=seed + 7).texts
+                    batch_size=64, seed=seed + SEED_OFFSETS["eval"]).texts
+
+
+def reading(data: dict) -> str:
+    """One sentence from the rows: at which flip rates a robust loss's 95 % interval vs DPO excludes 0."""
+    name = {"robust": "robust DPO", "cdpo": "cDPO"}
+    parts = []
+    for loss in ("robust", "cdpo"):
+        rows = [r for r in data["rows"] if r["loss"] == loss and not r["same_as_dpo"]]
+        better = [f"{100 * r['flip']:.0f} %" for r in rows if r["ci_low"] > 0]
+        worse = [f"{100 * r['flip']:.0f} %" for r in rows if r["ci_high"] < 0]
+        said = (f"above DPO at {', '.join(better)}" if better else "") + \
+            ("; " if better and worse else "") + (f"below DPO at {', '.join(worse)}" if worse else "")
+        parts.append(f"{name[loss]} is {said or 'not apart from DPO at any extra flip rate'}")
+    return ("Reading (95 % intervals that exclude 0): " + "; ".join(parts) + ". The pool's own disagreement with "
+            "gold at ε = 0 is noise neither loss is told about.")
 
 
 def markdown(data: dict) -> str:
     """The results table (a pure function of bench/results/noise_study.json)."""
     name = {"sigmoid": "DPO", "robust": "robust DPO", "cdpo": "cDPO", "sft": "SFT (start)"}
+    k = data.get("train_seeds", 1)
     lines = [f"World `{data['world']}`, seed {data['seed']}, {data['n_eval']} eval prompts, {data['n_pairs']} training "
-             f"pairs; gold win rate (%) vs the baseline ± SE; Δ vs DPO at the same flip rate: paired difference ± paired "
+             f"pairs, {k} training seed(s) per loss (gold wins averaged per prompt over them); gold win rate (%) vs the baseline ± SE; Δ vs DPO at the same flip rate: paired difference ± paired "
              f"SE [95 % bootstrap interval]. SFT start: {data['sft_gold']:.1f} ± {data['sft_se']:.1f}.", "",
              "| extra flip ε | labels agreeing with gold | loss | gold win rate | Δ vs DPO |", "|---|---|---|---|---|"]
     for r in data["rows"]:
@@ -102,7 +122,8 @@ def markdown(data: dict) -> str:
             + (" (= DPO: ε = 0)" if r["same_as_dpo"] else ""))
         lines.append(f"| {100 * r['flip']:.0f} % | {100 * r['agreement']:.1f} % | {name[r['loss']]} | "
                      f"{r['gold']:.1f} ± {r['gold_se']:.1f} | {delta} |")
-    lines += ["", f"Measured in {data['minutes']:.0f} min; load average {data['load_average'][0]:.1f} → "
+    lines += ["", reading(data), "",
+              f"Measured in {data['minutes']:.0f} min; load average {data['load_average'][0]:.1f} → "
               f"{data['load_average'][1]:.1f}."]
     return "\n".join(lines)
 
@@ -112,10 +133,12 @@ def main() -> None:
     ap.add_argument("--run", default="", help="a farm compare run folder to reuse (data/pairs.jsonl, models/sft)")
     ap.add_argument("--flips", type=float, nargs="*", default=[0.0, 0.1, 0.25, 0.4])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-seeds", type=int, default=0, help="training seeds per loss (0: the run's method_seeds)")
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     import torch
+    import yaml
 
     from farm import docblocks
     from farm.annotators import annotate_pairs
@@ -131,8 +154,10 @@ def main() -> None:
     records = read_records(run_dir / "data" / "eval.json")
     baseline = {(b["instruction"], b.get("input", "")): b["output"]
                 for b in read_records(run_dir / "data" / "baseline_outputs.json")}
-    sft_texts = [r["output"] for r in read_records(run_dir / "outputs" / "sft.json")]
-    sft = gold_wins(world, records, baseline, sft_texts)
+    K = args.train_seeds or int(yaml.safe_load((run_dir / "config.yaml").read_text()).get("method_seeds", 1))
+    sft_files = [run_dir / "outputs" / ("sft.json" if k == 0 else f"sft@s{k}.json") for k in range(K)]
+    sft = np.mean([gold_wins(world, records, baseline, [r["output"] for r in read_records(f)])
+                   for f in sft_files if f.exists()], axis=0)
     rows = []
     for eps in args.flips:
         labeller = chain(world.annotator("eval_pool", seed=args.seed), flip(eps)) if eps else \
@@ -144,9 +169,9 @@ def main() -> None:
         wins = {}
         for loss in LOSSES:
             same = loss != "sigmoid" and eps == 0  # ε = 0: robust DPO and cDPO are DPO exactly
-            texts = train_and_sample(run_dir, prefs, folder / ("sigmoid" if same else loss), loss, eps, args.seed,
-                                     records)
-            wins[loss] = gold_wins(world, records, baseline, texts)
+            wins[loss] = np.mean([gold_wins(world, records, baseline, train_and_sample(
+                run_dir, prefs, folder / (("sigmoid" if same else loss) + (f"@s{k}" if k else "")), loss, eps,
+                args.seed + METHOD_SEED_STRIDE * k, records)) for k in range(K)], axis=0)
             row = {"flip": eps, "loss": loss, "agreement": agreement, "same_as_dpo": same,
                    "gold": 100 * wins[loss].mean(), "gold_se": 100 * wins[loss].std(ddof=1) / np.sqrt(len(records))}
             if loss != "sigmoid":
@@ -160,7 +185,8 @@ def main() -> None:
                   + (f", Δ vs DPO {row['delta']:+.1f} ± {row['delta_se']:.1f}" if "delta" in row else ""), flush=True)
     load.append(os.getloadavg()[0])
     data = {"world": world.__class__.__name__, "seed": args.seed, "run": str(run_dir), "n_eval": len(records),
-            "n_pairs": len(pairs), "sft_gold": 100 * sft.mean(), "sft_se": 100 * sft.std(ddof=1) / np.sqrt(len(sft)),
+            "n_pairs": len(pairs), "train_seeds": K, "sft_gold": 100 * sft.mean(),
+            "sft_se": 100 * sft.std(ddof=1) / np.sqrt(len(sft)),
             "rows": rows, "minutes": (time.time() - t0) / 60, "load_average": load}
     for doc in ("bench/RESULTS.md", "docs/methods/dpo.md"):
         docblocks.write_block(docblocks.ROOT / doc, "noise_study", data, "bench/results/noise_study.json",
