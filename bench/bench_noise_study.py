@@ -14,8 +14,10 @@ DPO's model). Each loss is trained with K training seeds (default: the run's `me
 seed + 1000 k and samples with seed + 7 + 1000 k, as `farm compare` does). Eval: one sample per eval prompt and
 training seed at temperature 0.7, the same sampling seed for every loss; gold win (1 / ½ / 0) against the
 baseline's output, averaged over the K seeds per prompt; Δ vs DPO = the paired difference over the same prompts
+(DPO's own row: DPO vs the SFT start, so the table shows how far DPO moves the policy at all)
 (`farm.eval.stats.paired_comparison`: paired SE and 95 % bootstrap interval). Also the share of training labels
-that agree with gold at each ε, and a reading line: where a robust loss's interval excludes 0. Writes bench/results/noise_study.json and the blocks in bench/RESULTS.md and
+that agree with gold at each ε, and a reading line: where a robust loss's interval excludes 0. Writes
+bench/results/noise_study.json and the blocks in bench/RESULTS.md and
 docs/methods/dpo.md.
 """
 
@@ -33,6 +35,7 @@ from farm.run_config import METHOD_SEED_STRIDE, SEED_OFFSETS
 
 ROOT = Path(__file__).resolve().parent.parent
 LOSSES = ("sigmoid", "robust", "cdpo")
+TRAINED: list[str] = []  # the DPO models this invocation trained (the others were reused from the run folder)
 
 
 def prepare_run(seed: int) -> Path:
@@ -84,6 +87,7 @@ def train_and_sample(run_dir: Path, prefs: Path, out: Path, loss: str, eps: floa
     from farm.models.loading import is_complete_checkpoint, load_causal_lm
 
     if not is_complete_checkpoint(out / "model"):  # a finished model is reused on a re-run
+        TRAINED.append(str(out))
         cfg = from_dict(dpo.Config, {"policy": str(run_dir / "models" / "sft" / "model"), "preferences": str(prefs),
                                      "output_dir": str(out), "loss": loss, "label_smoothing": eps, "beta": 0.1,
                                      "train": {"lr": 1e-4, "seed": seed, "device": "cpu", "progress": False}})
@@ -104,8 +108,11 @@ def reading(data: dict) -> str:
         said = (f"above DPO at {', '.join(better)}" if better else "") + \
             ("; " if better and worse else "") + (f"below DPO at {', '.join(worse)}" if worse else "")
         parts.append(f"{name[loss]} is {said or 'not apart from DPO at any extra flip rate'}")
-    return ("Reading (95 % intervals that exclude 0): " + "; ".join(parts) + ". The pool's own disagreement with "
-            "gold at ε = 0 is noise neither loss is told about.")
+    dpo = [r for r in data["rows"] if r["loss"] == "sigmoid" and "delta" in r]
+    moved = (f"DPO itself moves gold by {min(r['delta'] for r in dpo):+.1f} to {max(r['delta'] for r in dpo):+.1f} "
+             "points from SFT across the flip rates; " if dpo else "")
+    return ("Reading: " + moved + "by 95 % intervals that exclude 0, " + "; ".join(parts) + ". The pool's own "
+            "disagreement with gold at ε = 0 is noise neither loss is told about.")
 
 
 def markdown(data: dict) -> str:
@@ -113,17 +120,23 @@ def markdown(data: dict) -> str:
     name = {"sigmoid": "DPO", "robust": "robust DPO", "cdpo": "cDPO", "sft": "SFT (start)"}
     k = data.get("train_seeds", 1)
     lines = [f"World `{data['world']}`, seed {data['seed']}, {data['n_eval']} eval prompts, {data['n_pairs']} training "
-             f"pairs, {k} training seed(s) per loss (gold wins averaged per prompt over them); gold win rate (%) vs the baseline ± SE; Δ vs DPO at the same flip rate: paired difference ± paired "
-             f"SE [95 % bootstrap interval]. SFT start: {data['sft_gold']:.1f} ± {data['sft_se']:.1f}.", "",
+             f"pairs, {k} training seed(s) per loss (gold wins averaged per prompt over them); gold win rate (%) vs the "
+             f"baseline ± SE; Δ vs DPO at the same flip rate (DPO's own row: vs SFT): paired difference ± "
+             f"paired SE [95 % bootstrap interval]. SFT start: {data['sft_gold']:.1f} ± {data['sft_se']:.1f}.", "",
              "| extra flip ε | labels agreeing with gold | loss | gold win rate | Δ vs DPO |", "|---|---|---|---|---|"]
     for r in data["rows"]:
-        delta = "—" if r["loss"] == "sigmoid" else (
+        delta = ("—" if "delta" not in r else f"(vs SFT: {r['delta']:+.1f} ± {r['delta_se']:.1f} "
+                 f"[{r['ci_low']:+.1f}, {r['ci_high']:+.1f}])") if r["loss"] == "sigmoid" else (
             f"{r['delta']:+.1f} ± {r['delta_se']:.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
             + (" (= DPO: ε = 0)" if r["same_as_dpo"] else ""))
         lines.append(f"| {100 * r['flip']:.0f} % | {100 * r['agreement']:.1f} % | {name[r['loss']]} | "
                      f"{r['gold']:.1f} ± {r['gold_se']:.1f} | {delta} |")
+    reused = ", the rest reused" if data["models_trained"] < data["models"] else ""
+    work = (f" ({data['models_trained']} of {data['models']} DPO models trained by this invocation{reused}; "
+            f"{'the SFT run made by it' if data['sft_run_made'] else 'the SFT run reused'})"
+            if "models" in data else "")
     lines += ["", reading(data), "",
-              f"Measured in {data['minutes']:.0f} min; load average {data['load_average'][0]:.1f} → "
+              f"Measured in {data['minutes']:.0f} min{work}; load average {data['load_average'][0]:.1f} → "
               f"{data['load_average'][1]:.1f}."]
     return "\n".join(lines)
 
@@ -174,20 +187,22 @@ def main() -> None:
                 args.seed + METHOD_SEED_STRIDE * k, records)) for k in range(K)], axis=0)
             row = {"flip": eps, "loss": loss, "agreement": agreement, "same_as_dpo": same,
                    "gold": 100 * wins[loss].mean(), "gold_se": 100 * wins[loss].std(ddof=1) / np.sqrt(len(records))}
-            if loss != "sigmoid":
-                pc = paired_comparison(wins[loss], wins["sigmoid"], name_a=loss, name_b="sigmoid",
-                                       n_boot=args.n_boot, seed=args.seed).iloc[0]
-                row.update(delta=float(pc["difference"]), delta_se=float(pc["standard_error"]),
-                           ci_low=float(pc["ci_low"]), ci_high=float(pc["ci_high"]),
-                           p_value=float(pc["p_value_bootstrap"]))
+            other = sft if loss == "sigmoid" else wins["sigmoid"]  # DPO is paired with SFT, the others with DPO
+            pc = paired_comparison(wins[loss], other, name_a=loss, name_b="sft" if loss == "sigmoid" else "sigmoid",
+                                   n_boot=args.n_boot, seed=args.seed).iloc[0]
+            row.update(delta=float(pc["difference"]), delta_se=float(pc["standard_error"]),
+                       ci_low=float(pc["ci_low"]), ci_high=float(pc["ci_high"]), p_value=float(pc["p_value_bootstrap"]))
             rows.append(row)
             print(f"[{(time.time() - t0) / 60:5.1f} min] flip {eps:.2f} {loss:>8}: gold {row['gold']:.1f}"
-                  + (f", Δ vs DPO {row['delta']:+.1f} ± {row['delta_se']:.1f}" if "delta" in row else ""), flush=True)
+                  + f", Δ vs {'SFT' if loss == 'sigmoid' else 'DPO'} {row['delta']:+.1f} ± {row['delta_se']:.1f}",
+                  flush=True)
     load.append(os.getloadavg()[0])
     data = {"world": world.__class__.__name__, "seed": args.seed, "run": str(run_dir), "n_eval": len(records),
             "n_pairs": len(pairs), "train_seeds": K, "sft_gold": 100 * sft.mean(),
             "sft_se": 100 * sft.std(ddof=1) / np.sqrt(len(sft)),
-            "rows": rows, "minutes": (time.time() - t0) / 60, "load_average": load}
+            "rows": rows, "minutes": (time.time() - t0) / 60, "load_average": load, "models_trained": len(TRAINED),
+            "models": len({str(p) for p in (run_dir / "noise_study").glob("flip_*/*") if p.is_dir()}),
+            "sft_run_made": not args.run}
     for doc in ("bench/RESULTS.md", "docs/methods/dpo.md"):
         docblocks.write_block(docblocks.ROOT / doc, "noise_study", data, "bench/results/noise_study.json",
                               "bench.bench_noise_study:markdown")
