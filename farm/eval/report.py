@@ -33,7 +33,7 @@ def environment(threads: int, workers: int = 1, votes: int = 1) -> dict[str, Any
 
     return {"farm": farm.__version__, "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "threads_setting": threads, "workers": workers, "votes": votes,
-            "cpu_count": os.cpu_count(),
+            "cpu_count": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "machine": platform.machine(), "processor": _cpu_name(), "platform": platform.platform(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
@@ -316,7 +316,8 @@ def readme_rows(run_dir: str | Path) -> dict[str, Any]:
                            "cpu_seconds": round(sum(v.get("cpu_seconds", 0) for v in stages.values()), 0),
                            "mde_80": stages["leaderboard"].get("mde_80"), "torch": env.get("torch"),
                            "threads": env.get("torch_threads"), "processor": env.get("processor"),
-                           "cpu_count": env.get("cpu_count"), "workers": env.get("workers", 1)}
+                           "cpu_count": env.get("cpu_count"), "workers": env.get("workers", 1),
+                           "cpu_capability": env.get("cpu_capability")}
     if corr is not None:
         out["correlation"] = {f"{r.pair}": [round(r.value, 2), round(r.ci_low, 2), round(r.ci_high, 2)]
                               for r in corr.itertuples() if r.statistic == "spearman"}

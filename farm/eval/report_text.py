@@ -48,7 +48,8 @@ def readme_table(data: dict[str, Any]) -> str:
     w = data.get("workers", 1)
     lines.append(f"Measured: {data['wall_seconds']:.0f} s wall for the whole run ({data['cpu_seconds']:.0f} s of "
                  f"CPU summed over stages), on {data.get('processor') or 'an unnamed CPU'} ({data.get('cpu_count')} "
-                 f"cores), torch {data.get('torch')}, {data.get('threads')} thread(s) in the serial stages"
+                 f"cores{', torch kernels ' + data['cpu_capability'] if data.get('cpu_capability') else ''}), "
+                 f"torch {data.get('torch')}, {data.get('threads')} thread(s) in the serial stages"
                  + (f", {w} worker processes of {max(1, data.get('threads', 1) // w)} thread(s) for the method rows"
                     if w > 1 else "") + ".")
     return "\n".join(lines)
