@@ -31,11 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.run_config import METHOD_SEED_STRIDE, SEED_OFFSETS
+from farm.run_config import METHOD_SEED_STRIDE, SEED_OFFSETS, seeded
 
 ROOT = Path(__file__).resolve().parent.parent
 LOSSES = ("sigmoid", "robust", "cdpo")
-TRAINED: list[str] = []  # the DPO models this invocation trained (the others were reused from the run folder)
+USED: set[str] = set()  # the DPO model folders this invocation sampled from
+TRAINED: list[str] = []  # those it trained (the others were reused from the run folder)
 
 
 def prepare_run(seed: int) -> Path:
@@ -86,6 +87,7 @@ def train_and_sample(run_dir: Path, prefs: Path, out: Path, loss: str, eps: floa
     from farm.models.generation import generate
     from farm.models.loading import is_complete_checkpoint, load_causal_lm
 
+    USED.add(str(out))
     if not is_complete_checkpoint(out / "model"):  # a finished model is reused on a re-run
         TRAINED.append(str(out))
         cfg = from_dict(dpo.Config, {"policy": str(run_dir / "models" / "sft" / "model"), "preferences": str(prefs),
@@ -103,11 +105,10 @@ def reading(data: dict) -> str:
     parts = []
     for loss in ("robust", "cdpo"):
         rows = [r for r in data["rows"] if r["loss"] == loss and not r["same_as_dpo"]]
-        better = [f"{100 * r['flip']:.0f} %" for r in rows if r["ci_low"] > 0]
-        worse = [f"{100 * r['flip']:.0f} %" for r in rows if r["ci_high"] < 0]
-        said = (f"above DPO at {', '.join(better)}" if better else "") + \
-            ("; " if better and worse else "") + (f"below DPO at {', '.join(worse)}" if worse else "")
-        parts.append(f"{name[loss]} is {said or 'not apart from DPO at any extra flip rate'}")
+        said = [f"{side} DPO at " + ", ".join(f"{100 * r['flip']:.0f} %" for r in apart)
+                for side, apart in (("above", [r for r in rows if r["ci_low"] > 0]),
+                                    ("below", [r for r in rows if r["ci_high"] < 0])) if apart]
+        parts.append(f"{name[loss]} is {'; '.join(said) or 'not apart from DPO at any extra flip rate'}")
     dpo = [r for r in data["rows"] if r["loss"] == "sigmoid" and "delta" in r]
     moved = (f"DPO itself moves gold by {min(r['delta'] for r in dpo):+.1f} to {max(r['delta'] for r in dpo):+.1f} "
              "points from SFT across the flip rates; " if dpo else "")
@@ -168,7 +169,7 @@ def main() -> None:
     baseline = {(b["instruction"], b.get("input", "")): b["output"]
                 for b in read_records(run_dir / "data" / "baseline_outputs.json")}
     K = args.train_seeds or int(yaml.safe_load((run_dir / "config.yaml").read_text()).get("method_seeds", 1))
-    sft_files = [run_dir / "outputs" / ("sft.json" if k == 0 else f"sft@s{k}.json") for k in range(K)]
+    sft_files = [run_dir / "outputs" / f"{seeded('sft', k)}.json" for k in range(K)]
     sft = np.mean([gold_wins(world, records, baseline, [r["output"] for r in read_records(f)])
                    for f in sft_files if f.exists()], axis=0)
     rows = []
@@ -183,7 +184,7 @@ def main() -> None:
         for loss in LOSSES:
             same = loss != "sigmoid" and eps == 0  # ε = 0: robust DPO and cDPO are DPO exactly
             wins[loss] = np.mean([gold_wins(world, records, baseline, train_and_sample(
-                run_dir, prefs, folder / (("sigmoid" if same else loss) + (f"@s{k}" if k else "")), loss, eps,
+                run_dir, prefs, folder / seeded("sigmoid" if same else loss, k), loss, eps,
                 args.seed + METHOD_SEED_STRIDE * k, records)) for k in range(K)], axis=0)
             row = {"flip": eps, "loss": loss, "agreement": agreement, "same_as_dpo": same,
                    "gold": 100 * wins[loss].mean(), "gold_se": 100 * wins[loss].std(ddof=1) / np.sqrt(len(records))}
@@ -201,7 +202,7 @@ def main() -> None:
             "n_pairs": len(pairs), "train_seeds": K, "sft_gold": 100 * sft.mean(),
             "sft_se": 100 * sft.std(ddof=1) / np.sqrt(len(sft)),
             "rows": rows, "minutes": (time.time() - t0) / 60, "load_average": load, "models_trained": len(TRAINED),
-            "models": len({str(p) for p in (run_dir / "noise_study").glob("flip_*/*") if p.is_dir()}),
+            "models": len(USED),
             "sft_run_made": not args.run}
     for doc in ("bench/RESULTS.md", "docs/methods/dpo.md"):
         docblocks.write_block(docblocks.ROOT / doc, "noise_study", data, "bench/results/noise_study.json",
